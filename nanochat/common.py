@@ -1,0 +1,237 @@
+"""
+Shared plumbing for every script: base directory, logging, device / dtype / thread choice, DDP setup, wandb.
+
+The one place in the project that decides which device and compute dtype are used (and says why).
+Nothing here is run directly; scripts call `compute_init()` at start-up:
+
+    ddp, rank, local_rank, world_size, device = compute_init(args.device_type)
+    dtype = compute_dtype(device)          # bf16 or fp32, chosen once, logged with its reason
+"""
+
+import contextlib
+import logging
+import os
+import random
+import resource
+import sys
+
+import torch
+
+logger = logging.getLogger("nanochat")
+
+
+# -----------------------------------------------------------------------------
+# Files and printing
+
+def get_base_dir() -> str:
+    """Where tokenizers, data and checkpoints live: $NANOCHAT_BASE_DIR, else ~/.cache/nanochat."""
+    base = os.environ.get("NANOCHAT_BASE_DIR") or os.path.join(os.path.expanduser("~"), ".cache", "nanochat")
+    os.makedirs(base, exist_ok=True)
+    return base
+
+
+def get_rank() -> int:
+    return int(os.environ.get("RANK", 0))
+
+
+def print0(*args, **kwargs):
+    """print() on rank 0 only, so a multi-GPU run does not repeat every line."""
+    if get_rank() == 0:
+        print(*args, **kwargs, flush=True)
+
+
+def setup_logging(level=logging.INFO):
+    """Plain 'time level message' lines on stderr, from rank 0 only (other ranks log warnings and worse)."""
+    if logger.handlers:
+        return logger
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s", "%H:%M:%S"))
+    logger.addHandler(handler)
+    logger.setLevel(level if get_rank() == 0 else logging.WARNING)
+    logger.propagate = False
+    return logger
+
+
+def atomic_write(path: str, write):
+    """Call write(file) on a temp file next to `path`, fsync, then rename: readers see the old file or the new one,
+    never half of one, even if the process is killed mid-write."""
+    tmp = f"{path}.tmp{os.getpid()}"
+    try:
+        with open(tmp, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+class UserError(SystemExit):
+    """A problem the user can fix (bad flag, missing file). Scripts print the message, not a traceback."""
+
+    def __init__(self, message: str):
+        super().__init__(f"error: {message}")
+
+
+# -----------------------------------------------------------------------------
+# Device, dtype, threads
+
+def cpu_flags() -> set[str]:
+    """CPU feature flags from /proc/cpuinfo (empty where that file does not exist, e.g. macOS)."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("flags"):
+                    return set(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return set()
+
+
+def physical_cores() -> int:
+    try:
+        import psutil
+        return psutil.cpu_count(logical=False) or os.cpu_count() or 1
+    except ImportError:
+        return os.cpu_count() or 1
+
+
+def autodetect_device_type() -> str:
+    if torch.cuda.is_available():
+        return "cuda"
+    return "cpu"
+
+
+def _dtype_choice(device: torch.device) -> tuple[torch.dtype, str]:
+    override = os.environ.get("NANOCHAT_DTYPE", "").strip().lower()
+    if override:
+        names = {"bfloat16": torch.bfloat16, "bf16": torch.bfloat16, "float32": torch.float32, "fp32": torch.float32}
+        if override not in names:
+            raise UserError(f"NANOCHAT_DTYPE={override!r} is not one of bfloat16, float32")
+        return names[override], f"NANOCHAT_DTYPE={override}"
+    if device.type == "cuda":
+        major, _ = torch.cuda.get_device_capability(device)
+        if major >= 8:
+            return torch.bfloat16, f"CUDA compute capability {major}.x has bf16 tensor cores"
+        return torch.float32, f"CUDA compute capability {major}.x has no bf16 tensor cores"
+    if device.type == "cpu":
+        native = sorted(cpu_flags() & {"avx512_bf16", "amx_bf16"})
+        if native:
+            return torch.bfloat16, f"CPU has native bf16 matmul ({', '.join(native)})"
+        return torch.float32, "CPU has no native bf16 matmul (no avx512_bf16 / amx_bf16)"
+    return torch.float32, f"{device.type} default"
+
+
+def compute_dtype(device: torch.device) -> torch.dtype:
+    """The dtype matmuls run in (autocast). Master weights and optimizer state always stay fp32."""
+    return _dtype_choice(device)[0]
+
+
+def dtype_reason(device: torch.device) -> str:
+    dtype, why = _dtype_choice(device)
+    return f"{str(dtype).removeprefix('torch.')}: {why}"
+
+
+def autocast_ctx(device: torch.device, dtype: torch.dtype):
+    """Autocast to bf16 where chosen; fp32 needs no context."""
+    if dtype == torch.float32:
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=device.type, dtype=dtype)
+
+
+def synchronize(device: torch.device):
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def get_max_memory(device: torch.device) -> int:
+    """Peak accelerator memory in bytes (0 off CUDA: CPU memory is peak_rss_bytes())."""
+    return torch.cuda.max_memory_allocated(device) if device.type == "cuda" else 0
+
+
+def peak_rss_bytes() -> int:
+    """Peak resident memory of this process (ru_maxrss is KiB on Linux, bytes on macOS)."""
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return rss if sys.platform == "darwin" else rss * 1024
+
+
+def seed_everything(seed: int):
+    random.seed(seed)
+    torch.manual_seed(seed)
+    if torch.cuda.is_available():
+        torch.cuda.manual_seed_all(seed)
+
+
+def compute_init(device_type: str = "", seed: int = 42):
+    """Pick the device, set seeds and threads, start DDP under torchrun on CUDA.
+
+    Returns (ddp, rank, local_rank, world_size, device).
+    """
+    setup_logging()
+    device_type = device_type or autodetect_device_type()
+    if device_type not in ("cuda", "cpu", "mps"):
+        raise UserError(f"--device-type {device_type!r}: use cuda, cpu or mps")
+    if device_type == "cuda" and not torch.cuda.is_available():
+        raise UserError("--device-type cuda was asked for but torch sees no CUDA GPU; use --device-type cpu")
+    if device_type == "mps" and not torch.backends.mps.is_available():
+        raise UserError("--device-type mps was asked for but this torch has no MPS backend; use --device-type cpu")
+
+    ddp = "RANK" in os.environ and "WORLD_SIZE" in os.environ
+    if ddp and device_type != "cuda":
+        # Gloo DDP on one CPU would only split its cores between processes: slower, never faster.
+        raise UserError(
+            f"launched by torchrun (RANK={os.environ['RANK']}, WORLD_SIZE={os.environ['WORLD_SIZE']}) but the device is "
+            f"{device_type}: distributed training needs CUDA GPUs. On a CPU run a single process instead: "
+            "`python -m scripts.base_train ...` (it uses every core)."
+        )
+
+    seed_everything(seed)
+    if device_type == "cpu" and "OMP_NUM_THREADS" not in os.environ:
+        # Hyper-threads share one core's matmul units: more threads than physical cores only adds contention.
+        torch.set_num_threads(physical_cores())
+
+    if ddp:
+        import torch.distributed as dist
+        rank, local_rank, world_size = int(os.environ["RANK"]), int(os.environ["LOCAL_RANK"]), int(os.environ["WORLD_SIZE"])
+        device = torch.device("cuda", local_rank)
+        torch.cuda.set_device(device)
+        dist.init_process_group(backend="nccl", device_id=device)
+        dist.barrier()
+    else:
+        rank, local_rank, world_size = 0, 0, 1
+        device = torch.device(device_type)
+    if device.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+
+    logger.info("device %s (%s), %d torch threads, world size %d, compute %s",
+                device, device_type, torch.get_num_threads(), world_size, dtype_reason(device))
+    return ddp, rank, local_rank, world_size, device
+
+
+def compute_cleanup():
+    import torch.distributed as dist
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
+
+
+# -----------------------------------------------------------------------------
+# Experiment tracking
+
+class DummyWandb:
+    """Stands in for wandb when --run dummy (the default): same calls, does nothing."""
+
+    def log(self, *args, **kwargs):
+        pass
+
+    def finish(self):
+        pass
+
+
+def get_wandb(run: str, project: str, config: dict):
+    """Real wandb for a named run (rank 0 only); WANDB_MODE=offline writes a local run folder to sync later."""
+    if run == "dummy" or get_rank() != 0:
+        return DummyWandb()
+    import wandb
+    return wandb.init(project=project, name=run, config=config)
