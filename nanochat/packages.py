@@ -19,6 +19,8 @@ Set NANOCHAT_OFFLINE=1 to make hub_reachable() answer False without asking the n
 
 import argparse
 import contextlib
+import hashlib
+import json
 import logging
 import os
 import re
@@ -30,11 +32,14 @@ import tempfile
 import urllib.request
 from pathlib import Path
 
+from tqdm import tqdm
+
 from nanochat.common import get_base_dir
 
 logger = logging.getLogger("nanochat")
 
 HUB_URL = "https://huggingface.co"
+PYPI_SIMPLE = "https://pypi.org/simple"
 
 
 class PackageUnavailable(RuntimeError):
@@ -77,6 +82,7 @@ def _staging(dest: Path):
     """A scratch folder next to `dest` that becomes `dest` only if the fetch succeeds (never half-cached)."""
     dest.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=dest.parent))
+    os.chmod(tmp, 0o755)  # mkdtemp makes it private; the cache is meant to be shared
     try:
         yield tmp
         if not dest.exists():  # another process may have finished first
@@ -99,13 +105,58 @@ def fetch_pypi(name: str, version: str) -> Path:
     if not dest.is_dir():
         logger.info("downloading %s==%s from PyPI", name, version)
         with _staging(dest) as tmp:
-            _run([sys.executable, "-m", "pip", "download", "--no-deps", "--disable-pip-version-check",
-                  "--quiet", "--dest", str(tmp), f"{name}=={version}"], f"{name}=={version} (PyPI)", tmp)
+            try:
+                _run([sys.executable, "-m", "pip", "download", "--no-deps", "--disable-pip-version-check",
+                      "--quiet", "--dest", str(tmp), f"{name}=={version}"], f"{name}=={version} (PyPI)", tmp)
+            except PackageUnavailable as pip_error:
+                # pip prepares an sdist's metadata even with --no-deps, and refuses sdists such as bigbench 1.0.0
+                # whose setup.py declares a file:// dependency. We only want the file: take it from the index.
+                logger.info("pip refused %s==%s (%s); downloading the file from the PyPI index", name, version, pip_error)
+                try:
+                    _download_from_index(name, version, tmp)
+                except Exception as e:
+                    raise PackageUnavailable(f"{pip_error} The PyPI index download also failed: {e}") from None
     files = sorted(p for p in dest.iterdir() if p.is_file())
     if len(files) != 1:
         raise PackageUnavailable(f"cache folder {dest} should hold exactly one file for {name}=={version}, "
                                  f"found {len(files)}: delete the folder and try again")
     return files[0]
+
+
+def _name_version(filename: str) -> tuple[str, str] | None:
+    """('bigbench', '1.0.0') for 'bigbench-1.0.0.tar.gz' or 'bigbench-1.0.0-py3-none-any.whl'."""
+    if filename.endswith(".whl"):
+        name, version = filename.split("-")[:2]
+    elif filename.endswith(".tar.gz"):
+        name, _, version = filename[: -len(".tar.gz")].rpartition("-")
+    else:
+        return None
+    return re.sub(r"[-_.]+", "-", name).lower(), version
+
+
+def _download_from_index(name: str, version: str, folder: Path) -> Path:
+    """Fetch one file of name==version through PyPI's JSON simple index (PEP 691), checking its sha256."""
+    norm = re.sub(r"[-_.]+", "-", name).lower()
+    req = urllib.request.Request(f"{PYPI_SIMPLE}/{norm}/", headers={"Accept": "application/vnd.pypi.simple.v1+json"})
+    with urllib.request.urlopen(req, timeout=30) as r:
+        files = json.load(r)["files"]
+    wanted = [f for f in files if _name_version(f["filename"]) == (norm, version)]
+    wanted.sort(key=lambda f: not f["filename"].endswith("py3-none-any.whl"))  # a pure wheel first, else the sdist
+    if not wanted:
+        raise PackageUnavailable(f"the PyPI index lists no file for {name}=={version}")
+    info = wanted[0]
+    out = folder / info["filename"]
+    digest = hashlib.sha256()
+    with urllib.request.urlopen(info["url"], timeout=60) as r, open(out, "wb") as f, \
+            tqdm(total=info.get("size"), unit="B", unit_scale=True, desc=info["filename"]) as bar:
+        while chunk := r.read(1 << 20):
+            f.write(chunk)
+            digest.update(chunk)
+            bar.update(len(chunk))
+    if "sha256" in info.get("hashes", {}) and digest.hexdigest() != info["hashes"]["sha256"]:
+        out.unlink()
+        raise PackageUnavailable(f"{info['filename']}: sha256 mismatch, the download is corrupt; try again")
+    return out
 
 
 def fetch_deb(name: str) -> Path:

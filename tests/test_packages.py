@@ -47,3 +47,9 @@ def test_fetch_pypi_is_cached(base, monkeypatch):
     # A second call must not run any client at all.
     monkeypatch.setattr(packages, "_run", lambda *a, **k: pytest.fail("cached fetch ran a command"))
     assert packages.fetch_pypi("english-words", "2.0.2") == path
+
+
+def test_index_file_names():
+    assert packages._name_version("bigbench-1.0.0.tar.gz") == ("bigbench", "1.0.0")
+    assert packages._name_version("english_words-2.0.2-py3-none-any.whl") == ("english-words", "2.0.2")
+    assert packages._name_version("Foo.Bar-1.0.zip") is None
