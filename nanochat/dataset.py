@@ -34,6 +34,7 @@ import concurrent.futures
 import glob
 import gzip
 import hashlib
+import http.client
 import io
 import json
 import os
@@ -141,7 +142,7 @@ def download_shard(index: int, data_dir: str, retries: int = 5, backoff: float =
             last_error = f"HTTP {e.code}"
             if e.code == 404:
                 break  # no such shard: retrying will not help
-        except (urllib.error.URLError, OSError, ValueError) as e:
+        except (urllib.error.URLError, http.client.HTTPException, OSError, ValueError) as e:
             last_error = str(getattr(e, "reason", e))
         finally:
             if os.path.exists(tmp):
@@ -691,7 +692,7 @@ def _scan_txt(span: FileSpan, start: int):
             m = _SEP.search(buf, i)
             if m is not None and (m.end() < len(buf) or eof):
                 doc, nxt = buf[i:m.start()], m.end()
-            elif len(buf) - i >= MAX_DOC_BYTES:
+            elif len(buf) - i > MAX_DOC_BYTES:
                 nxt = i + MAX_DOC_BYTES
                 while nxt > i and (buf[nxt] & 0xC0) == 0x80:  # do not split a UTF-8 character
                     nxt -= 1
@@ -824,6 +825,27 @@ def read_document(files: list[FileSpan], pos) -> str:
             return text
         break
     raise ValueError(f"no document at position {pos} of {files[pos[0]].path if pos[0] < len(files) else files}")
+
+
+def read_documents(files: list[FileSpan], positions) -> list[str]:
+    """The documents at many positions at once (a parquet row group is read once for all its rows)."""
+    row_groups, out = {}, []
+    for pos in positions:
+        f, a, b = pos
+        if f >= len(files):
+            raise ValueError(f"position {pos} names file {f} but the split has {len(files)} file(s): "
+                             "the data changed since this state was saved")
+        span = files[f]
+        if span.kind == "parquet":
+            if (f, a) not in row_groups:
+                pf = _open_parquet(span.path)
+                if a >= pf.num_row_groups:
+                    raise ValueError(f"{span.path} has no row group {a}: the data changed since this state was saved")
+                row_groups[(f, a)] = pf.read_row_group(a, columns=["text"]).column("text").to_pylist()
+            out.append(row_groups[(f, a)][b])
+        else:
+            out.append(read_document(files, pos))
+    return out
 
 
 def iter_texts(source: str = "auto", split: str = "train", start=None, max_chars: int | None = None,
