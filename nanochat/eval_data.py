@@ -235,7 +235,7 @@ def read_bigbench(paths: list[Path]) -> list[tuple[dict, dict]]:
 
 # --- converters: one source record -> one bundle example (each raises KeyError/ValueError on bad records) ---
 
-def _strip_qa(query: str) -> str:
+def strip_qa(query: str) -> str:
     """'Question: X\\nAnswer:' -> 'X' (the olmo 'rc' query style)."""
     if not (query.startswith("Question: ") and query.rstrip().endswith("Answer:")):
         raise ValueError("query is not of the form 'Question: ...\\nAnswer:'")
@@ -255,11 +255,11 @@ def conv_hellaswag(r):
 
 
 def conv_rc_doc(r):  # ARC / OpenBookQA test items from olmo 'rc' requests
-    return {"query": _strip_qa(r["query"]), "choices": list(r["choices"]), "gold": int(r["gold"])}
+    return {"query": strip_qa(r["query"]), "choices": list(r["choices"]), "gold": int(r["gold"])}
 
 
 def conv_arc_query(r):
-    return {**conv_rc_doc(r), "query": "Question: " + _strip_qa(r["query"])}
+    return {**conv_rc_doc(r), "query": "Question: " + strip_qa(r["query"])}
 
 
 def conv_copa(r):

@@ -1,0 +1,84 @@
+"""
+General conversations for chat training: SmolTalk from the Hugging Face hub when online
+(HuggingFaceTB/smol-smoltalk, train / test), the chitchat-dataset 0.9.0 wheel from PyPI offline
+(7,168 human conversations, MIT licence; one conversation in twenty is held out as test by a fixed hash).
+
+Chitchat turns alternate between two people; the one who speaks first becomes the user, the other the assistant.
+A person's consecutive messages are joined into one turn, and a conversation ending on the user is trimmed.
+
+    from tasks.smoltalk import SmolTalk
+    task = SmolTalk("train"); task[0]["messages"]
+Tests: pytest tests/test_tasks.py -q -k smoltalk
+"""
+
+import json
+import logging
+import zipfile
+import zlib
+
+from nanochat.packages import fetch_pypi
+from tasks.common import Task, load_hub_dataset, use_hub
+
+logger = logging.getLogger("nanochat")
+
+CHITCHAT = ("chitchat-dataset", "0.9.0")
+
+
+class SmolTalk(Task):
+    name = "SmolTalk"
+    eval_type = "generative"
+    eval_split = None  # general chat data: trained on, never scored
+
+    def __init__(self, split: str):
+        super().__init__(split)
+        if split == "validation":
+            raise ValueError("SmolTalk has train and test splits only")
+        if use_hub(f"SmolTalk {split}"):
+            self.data = load_hub_dataset("HuggingFaceTB/smol-smoltalk", None, split)
+            self.name, source = "SmolTalk", "hub HuggingFaceTB/smol-smoltalk"
+        else:
+            self.data = chitchat_conversations(split)
+            self.name, source = "ChitChat", f"chitchat-dataset {CHITCHAT[1]} (offline)"
+        logger.info("%s %s: %d conversations from %s", self.name, split, len(self.data), source)
+
+    def num_examples(self) -> int:
+        return len(self.data)
+
+    def get_example(self, index: int) -> dict:
+        row = self.data[index]
+        return {"messages": [{"role": m["role"], "content": m["content"]} for m in row["messages"]]}
+
+    def evaluate(self, conversation: dict, completion: str) -> bool:
+        raise NotImplementedError("open-ended conversations have no right answer to check")
+
+
+def chitchat_conversations(split: str, wheel=None) -> list[dict]:
+    wheel = wheel or fetch_pypi(*CHITCHAT)
+    with zipfile.ZipFile(wheel) as z:
+        data = json.loads(z.read("chitchat_dataset/dataset.json"))
+    out = []
+    for conv_id in sorted(data):  # sorted: a stable order whatever the JSON order
+        if ("test" if zlib.crc32(conv_id.encode()) % 20 == 0 else "train") != split:
+            continue
+        messages = to_messages(data[conv_id]["messages"])
+        if messages:
+            out.append({"id": conv_id, "messages": messages})
+    return out
+
+
+def to_messages(turns: list[list[dict]]) -> list[dict]:
+    """Chitchat turns (lists of {"text", "sender"}) -> alternating user/assistant messages."""
+    messages, first = [], None
+    for turn in turns:
+        text = "\n".join(u["text"].strip() for u in turn if u.get("text", "").strip())
+        if not text:
+            continue
+        first = first or turn[0]["sender"]
+        role = "user" if turn[0]["sender"] == first else "assistant"
+        if messages and messages[-1]["role"] == role:
+            messages[-1]["content"] += "\n" + text
+        else:
+            messages.append({"role": role, "content": text})
+    if messages and messages[-1]["role"] == "user":
+        messages.pop()
+    return messages if len(messages) >= 2 else []
