@@ -240,3 +240,29 @@ def test_real_packages_counts():
     examples = eval_data.convert_records(olmo.arrow("winogrande/winogrande_xl/validation"),
                                          eval_data.conv_winogrande, "schema", "winogrande")
     assert len(examples) == 1267
+
+
+def test_download_bundle_path_with_a_local_zip(base, fixtures):
+    """The online path (download, unzip, manifest) on a zip laid out like eval_bundle.zip, read over file://."""
+    build_offline_bundle(base / "built", *fixtures)
+    (base / "built" / "manifest.json").unlink()  # the public zip has no manifest
+    zpath = base / "eval_bundle.zip"
+    with zipfile.ZipFile(zpath, "w") as z:
+        for path in (base / "built").rglob("*"):
+            if path.is_file():
+                z.write(path, "eval_bundle/" + path.relative_to(base / "built").as_posix())
+    manifest = eval_data.download_bundle(base / "downloaded", url=zpath.as_uri())
+    assert manifest["present"] == 9 and "winograd" in manifest["missing"]
+    boolq = next(t for t in manifest["tasks"] if t["label"] == "boolq")
+    assert boolq["examples"] == 2 and boolq["random_baseline"] == pytest.approx(0.62)
+    assert [t["label"] for t in load_core_tasks(base / "downloaded")] == \
+        [t["label"] for t in load_core_tasks(base / "built")]
+
+
+def test_unreachable_bundle_url_is_a_clear_error(base):
+    with pytest.raises(EvalDataError, match=r"cannot download the CORE eval bundle.*--source offline"):
+        eval_data.download_bundle(base / "x", url="http://127.0.0.1:9/eval_bundle.zip")
+    not_zip = base / "not.zip"
+    not_zip.write_text("nope")
+    with pytest.raises(EvalDataError, match="not a zip file"):
+        eval_data.download_bundle(base / "x", url=not_zip.as_uri())
