@@ -70,9 +70,9 @@ class _Producer(threading.Thread):
     """Reads and tokenizes documents ahead of the consumer; puts (docs, head) chunks on a bounded queue, where
     docs = [(pos, tokens)] and head = the stream position right after the chunk."""
 
-    def __init__(self, tokenizer, files, row_len, head, rank, world_size, batch_docs, threads, prefetch, label):
+    def __init__(self, tokenizer, files, head, rank, world_size, batch_docs, threads, prefetch, label):
         super().__init__(daemon=True)
-        self.tokenizer, self.files, self.row_len, self.head = tokenizer, files, row_len, dict(head)
+        self.tokenizer, self.files, self.head = tokenizer, files, dict(head)
         self.rank, self.world_size, self.batch_docs, self.threads, self.label = rank, world_size, batch_docs, threads, label
         self.queue = queue.Queue(maxsize=prefetch)
         self.stop = threading.Event()
@@ -144,7 +144,7 @@ def tokenizing_distributed_data_loader(tokenizer, B: int, T: int, split: str, so
         texts = read_documents(files, state["buffer"])
         for pos, ids in zip(state["buffer"], tokenizer.encode(texts, prepend=bos, num_threads=tokenizer_threads)):
             buffer.add(list(pos), ids[:row_len])  # their tails were counted as dropped when first read
-    producer = _Producer(tokenizer, files, row_len, {k: state[k] for k in ("epoch", "next", "doc_index")},
+    producer = _Producer(tokenizer, files, {k: state[k] for k in ("epoch", "next", "doc_index")},
                          rank, world_size, tokenizer_batch_size, tokenizer_threads, prefetch, f"{split} split of {source}")
     producer.start()
     counts = {"used": state["tokens_used"], "dropped": state["tokens_dropped"]}

@@ -35,7 +35,6 @@ import glob
 import gzip
 import hashlib
 import http.client
-import io
 import json
 import os
 import random
@@ -403,7 +402,9 @@ class RReader:
         if kind == self.CHAR:
             return self.charsxp(levels)
         if kind == self.ALTREP:
-            info, state, attr = self.read(), self.read(), self.read()
+            self.read()  # class info, e.g. compact_intseq
+            state = self.read()  # the data (or its compact description)
+            self.read()  # attributes
             return state
         if kind == self.S4:
             value = None
