@@ -1,0 +1,388 @@
+"""
+The GPT model: config, init, forward (training loss, logits, KV-cache decoding), FLOP and memory accounting.
+
+Architecture (see DESIGN.md): pre-norm decoder, RMSNorm without weights, rotary positions, QK-norm, grouped-query
+attention through n_kv_head, relu^2 MLP, no biases, untied embedding and lm_head, logits soft-capped at 15.
+The training loss fuses lm_head + soft-cap + cross-entropy in row chunks (ChunkedLinearCrossEntropy): the
+(tokens x vocab) logits never exist in full, which on a CPU saves far more memory traffic than it costs.
+
+The calculator (parameters, memory, activations, FLOPs per step for a config):
+
+    python -m nanochat.gpt --depth 4 --vocab-size 8192 --seq-len 512 --batch 8
+"""
+
+import argparse
+import math
+from dataclasses import asdict, dataclass
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+SOFTCAP = 15.0         # logits = SOFTCAP * tanh(logits / SOFTCAP)
+ROTARY_BASE = 10000
+IGNORE_INDEX = -1      # targets equal to this are not trained on (padding, masked chat turns)
+
+
+@dataclass
+class GPTConfig:
+    sequence_len: int = 1024
+    vocab_size: int = 50304
+    n_layer: int = 12
+    n_head: int = 6         # query heads
+    n_kv_head: int = 6      # key/value heads (GQA/MQA when < n_head)
+    n_embd: int = 768
+
+    def __post_init__(self):
+        if self.n_embd % self.n_head:
+            raise ValueError(f"n_embd={self.n_embd} is not divisible by n_head={self.n_head}")
+        if self.n_kv_head < 1 or self.n_head % self.n_kv_head:
+            raise ValueError(f"n_head={self.n_head} must be a multiple of n_kv_head={self.n_kv_head}")
+        if (self.n_embd // self.n_head) % 2:
+            raise ValueError(f"head dim {self.n_embd // self.n_head} must be even for rotary embeddings")
+
+
+def config_from_depth(depth: int, vocab_size: int, sequence_len: int, head_dim: int = 128,
+                      n_kv_head: int | None = None) -> GPTConfig:
+    """The one dial: width = 64 * depth, rounded up to a whole number of heads of head_dim."""
+    if depth < 1:
+        raise ValueError(f"depth must be >= 1, got {depth}")
+    if head_dim < 2 or head_dim % 2:
+        raise ValueError(f"head_dim must be an even number >= 2, got {head_dim}")
+    n_head = max(1, math.ceil(depth * 64 / head_dim))
+    n_kv_head = n_head if n_kv_head in (None, -1) else n_kv_head
+    if n_kv_head < 1 or n_head % n_kv_head:
+        raise ValueError(f"n_kv_head={n_kv_head} must divide the number of heads ({n_head} at depth {depth}, "
+                         f"head dim {head_dim})")
+    return GPTConfig(sequence_len=sequence_len, vocab_size=vocab_size, n_layer=depth, n_head=n_head,
+                     n_kv_head=n_kv_head, n_embd=n_head * head_dim)
+
+
+def _upcast(t):
+    """Logits are computed in fp32 (fp64 stays fp64 for gradient checks)."""
+    return t.to(torch.promote_types(t.dtype, torch.float32))
+
+
+def norm(x):
+    return F.rms_norm(x, (x.size(-1),))
+
+
+def apply_rotary(x, cos, sin):
+    """Rotate (B, T, H, D) by position: the two halves of D are the (real, imaginary) parts."""
+    d = x.size(-1) // 2
+    x1, x2 = x[..., :d], x[..., d:]
+    return torch.cat([x1 * cos + x2 * sin, x2 * cos - x1 * sin], dim=-1)
+
+
+class CausalSelfAttention(nn.Module):
+    def __init__(self, config: GPTConfig, layer_idx: int):
+        super().__init__()
+        self.layer_idx = layer_idx
+        self.n_head, self.n_kv_head = config.n_head, config.n_kv_head
+        self.head_dim = config.n_embd // config.n_head
+        self.c_q = nn.Linear(config.n_embd, self.n_head * self.head_dim, bias=False)
+        self.c_k = nn.Linear(config.n_embd, self.n_kv_head * self.head_dim, bias=False)
+        self.c_v = nn.Linear(config.n_embd, self.n_kv_head * self.head_dim, bias=False)
+        self.c_proj = nn.Linear(config.n_embd, config.n_embd, bias=False)
+
+    def forward(self, x, cos, sin, kv_cache=None):
+        B, T, C = x.shape
+        q = self.c_q(x).view(B, T, self.n_head, self.head_dim)
+        k = self.c_k(x).view(B, T, self.n_kv_head, self.head_dim)
+        v = self.c_v(x).view(B, T, self.n_kv_head, self.head_dim)
+        q, k = norm(apply_rotary(q, cos, sin)), norm(apply_rotary(k, cos, sin))
+        q, k, v = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)      # (B, H, T, D)
+        if kv_cache is not None:
+            k, v = kv_cache.insert_kv(self.layer_idx, k, v)                     # all keys so far: (B, Hkv, Tk, D)
+        if self.n_kv_head != self.n_head:
+            repeat = self.n_head // self.n_kv_head
+            k, v = k.repeat_interleave(repeat, dim=1), v.repeat_interleave(repeat, dim=1)
+        Tq, Tk = q.size(2), k.size(2)
+        if Tq == Tk:
+            y = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+        elif Tq == 1:
+            y = F.scaled_dot_product_attention(q, k, v)       # one new token sees the whole cache
+        else:
+            # Prefill after a prefix: every query sees the cached prefix plus the new tokens up to itself.
+            mask = torch.ones(Tq, Tk, dtype=torch.bool, device=q.device).tril(diagonal=Tk - Tq)
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+        y = y.transpose(1, 2).contiguous().view(B, T, C)
+        return self.c_proj(y)
+
+
+class MLP(nn.Module):
+    def __init__(self, config: GPTConfig):
+        super().__init__()
+        self.c_fc = nn.Linear(config.n_embd, 4 * config.n_embd, bias=False)
+        self.c_proj = nn.Linear(4 * config.n_embd, config.n_embd, bias=False)
+
+    def forward(self, x):
+        return self.c_proj(F.relu(self.c_fc(x)).square())
+
+
+class Block(nn.Module):
+    def __init__(self, config: GPTConfig, layer_idx: int):
+        super().__init__()
+        self.attn = CausalSelfAttention(config, layer_idx)
+        self.mlp = MLP(config)
+
+    def forward(self, x, cos, sin, kv_cache=None):
+        x = x + self.attn(norm(x), cos, sin, kv_cache)
+        return x + self.mlp(norm(x))
+
+
+# -----------------------------------------------------------------------------
+# lm_head + soft-cap + cross-entropy, fused in row chunks
+
+class ChunkedLinearCrossEntropy(torch.autograd.Function):
+    """Mean cross-entropy of softcap(x @ W.T) against targets, with the gradient computed chunk by chunk in the
+    forward pass (the loss is the graph's end, so d loss / d logits is known there). Only (chunk x vocab)
+    logits are alive at a time and they stay in cache; backward just scales the stored grads of x and W."""
+
+    @staticmethod
+    def forward(ctx, x, weight, targets, chunk_rows):
+        compute_dtype = x.dtype
+        acc_dtype = torch.promote_types(compute_dtype, torch.float32)    # softmax math in fp32 (fp64 in tests)
+        w = weight.to(compute_dtype)
+        grad_x = torch.empty_like(x)
+        grad_w = torch.zeros(weight.shape, dtype=acc_dtype, device=weight.device)
+        n_valid = (targets != IGNORE_INDEX).sum().clamp(min=1)
+        total = torch.zeros((), dtype=acc_dtype, device=x.device)
+        for start in range(0, x.size(0), chunk_rows):
+            xc, tc = x[start:start + chunk_rows], targets[start:start + chunk_rows]
+            capped = torch.tanh((xc @ w.t()).to(acc_dtype) / SOFTCAP)                  # (rows, V), in [-1, 1]
+            logits = capped * SOFTCAP
+            lse = torch.logsumexp(logits, dim=-1)
+            valid = tc != IGNORE_INDEX
+            safe_t = tc.clamp(min=0)
+            total += ((lse - logits.gather(1, safe_t[:, None]).squeeze(1)) * valid).sum()
+            # d loss_i / d logits = softmax - onehot; through the cap: * (1 - tanh^2); masked rows get 0.
+            grad = torch.exp_(logits.sub_(lse[:, None]))
+            grad.scatter_add_(1, safe_t[:, None], -torch.ones_like(lse)[:, None])
+            grad.mul_(1 - capped.square_()).mul_(valid[:, None])
+            grad = grad.to(compute_dtype)
+            grad_x[start:start + chunk_rows] = grad @ w
+            grad_w += grad.t() @ xc
+        ctx.save_for_backward(grad_x, grad_w, n_valid)
+        return total / n_valid
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        grad_x, grad_w, n_valid = ctx.saved_tensors
+        scale = grad_out / n_valid
+        return grad_x * scale.to(grad_x.dtype), grad_w * scale, None, None
+
+
+def chunked_cross_entropy(x, weight, targets, chunk_rows: int = 256):
+    """x (N, C) hidden states, weight (V, C) lm_head, targets (N,) -> mean loss over targets != IGNORE_INDEX."""
+    with torch.autocast(x.device.type, enabled=False):    # dtypes are handled explicitly inside
+        return ChunkedLinearCrossEntropy.apply(x, weight, targets, chunk_rows)
+
+
+# -----------------------------------------------------------------------------
+# The model
+
+class GPT(nn.Module):
+    def __init__(self, config: GPTConfig):
+        super().__init__()
+        self.config = config
+        self.transformer = nn.ModuleDict({
+            "wte": nn.Embedding(config.vocab_size, config.n_embd),
+            "h": nn.ModuleList([Block(config, i) for i in range(config.n_layer)]),
+        })
+        self.lm_head = nn.Linear(config.n_embd, config.vocab_size, bias=False)
+        # cos/sin for 10x the training context (the engine may decode past it); not saved in checkpoints.
+        self.rotary_len = config.sequence_len * 10
+        head_dim = config.n_embd // config.n_head
+        self.register_buffer("cos", torch.empty(1, self.rotary_len, 1, head_dim // 2), persistent=False)
+        self.register_buffer("sin", torch.empty(1, self.rotary_len, 1, head_dim // 2), persistent=False)
+        self.ce_chunk_rows = 256    # rows per chunk of the fused loss (measured: see dev/bench_train.py)
+
+    @torch.no_grad()
+    def init_weights(self):
+        """Explicit init, so a model built on the meta device and moved with to_empty() is well defined."""
+        nn.init.normal_(self.transformer.wte.weight, mean=0.0, std=1.0)
+        nn.init.zeros_(self.lm_head.weight)
+        for block in self.transformer.h:
+            for lin in (block.attn.c_q, block.attn.c_k, block.attn.c_v, block.mlp.c_fc):
+                fan_out, fan_in = lin.weight.shape
+                nn.init.normal_(lin.weight, mean=0.0, std=min(1.0, math.sqrt(fan_out / fan_in)) / math.sqrt(fan_in))
+            nn.init.zeros_(block.attn.c_proj.weight)   # each block starts as the identity
+            nn.init.zeros_(block.mlp.c_proj.weight)
+        self.cos.copy_(self._rotary()[0])
+        self.sin.copy_(self._rotary()[1])
+
+    def _rotary(self):
+        head_dim = self.config.n_embd // self.config.n_head
+        device = self.cos.device
+        inv_freq = 1.0 / (ROTARY_BASE ** (torch.arange(0, head_dim, 2, dtype=torch.float32, device=device) / head_dim))
+        angles = torch.outer(torch.arange(self.rotary_len, dtype=torch.float32, device=device), inv_freq)
+        return angles.cos()[None, :, None, :], angles.sin()[None, :, None, :]
+
+    def get_device(self):
+        return self.transformer.wte.weight.device
+
+    def forward(self, idx, targets=None, kv_cache=None, loss_reduction="mean"):
+        """idx (B, T) -> logits (B, T, V) fp32 soft-capped if targets is None, else the loss.
+
+        loss_reduction "mean" (over targets != -1) or "none" (per-token (B, T) losses, 0 where ignored).
+        With a kv_cache, positions continue from kv_cache.get_pos().
+        """
+        B, T = idx.shape
+        t0 = kv_cache.get_pos() if kv_cache is not None else 0
+        if t0 + T > self.rotary_len:
+            raise ValueError(f"sequence position {t0 + T} is past the rotary table ({self.rotary_len} positions)")
+        x = self.transformer.wte(idx)
+        # Cast cos/sin to the activations' dtype so rotary does not promote bf16 back to fp32.
+        act_dtype = torch.get_autocast_dtype(x.device.type) if torch.is_autocast_enabled(x.device.type) else x.dtype
+        cos = self.cos[:, t0:t0 + T].to(act_dtype)
+        sin = self.sin[:, t0:t0 + T].to(act_dtype)
+        x = norm(x)
+        for block in self.transformer.h:
+            x = block(x, cos, sin, kv_cache)
+        x = norm(x)
+
+        if targets is None:
+            logits = _upcast(self.lm_head(x))
+            return SOFTCAP * torch.tanh(logits / SOFTCAP)
+        if loss_reduction == "mean" and torch.is_grad_enabled():
+            x = x.to(act_dtype).reshape(B * T, -1)
+            return chunked_cross_entropy(x, self.lm_head.weight, targets.reshape(-1), self.ce_chunk_rows)
+        if loss_reduction not in ("mean", "none"):
+            raise ValueError(f"loss_reduction must be 'mean' or 'none', not {loss_reduction!r}")
+        logits = SOFTCAP * torch.tanh(_upcast(self.lm_head(x)) / SOFTCAP)
+        loss = F.cross_entropy(logits.view(B * T, -1), targets.reshape(-1), ignore_index=IGNORE_INDEX,
+                               reduction=loss_reduction)
+        return loss if loss_reduction == "mean" else loss.view(B, T)
+
+    @torch.no_grad()
+    def generate(self, tokens: list[int], max_tokens: int, temperature: float = 1.0, top_k: int | None = None,
+                 seed: int = 42):
+        """Naive sampling without a cache (reference and quick samples; the engine is the fast path)."""
+        device = self.get_device()
+        rng = torch.Generator(device=device).manual_seed(seed)
+        ids = torch.tensor([tokens], dtype=torch.long, device=device)
+        for _ in range(max_tokens):
+            logits = self.forward(ids[:, -self.config.sequence_len:])[:, -1, :]
+            if temperature == 0:
+                nxt = logits.argmax(dim=-1, keepdim=True)
+            else:
+                if top_k is not None:
+                    kth = torch.topk(logits, min(top_k, logits.size(-1))).values[:, -1:]
+                    logits = logits.masked_fill(logits < kth, -float("inf"))
+                nxt = torch.multinomial(F.softmax(logits / temperature, dim=-1), 1, generator=rng)
+            ids = torch.cat([ids, nxt], dim=1)
+            yield nxt.item()
+
+    # -------------------------------------------------------------------------
+    # Accounting and optimizers
+
+    def num_params(self) -> dict[str, int]:
+        """Parameter counts by optimizer group."""
+        counts = {
+            "wte": self.transformer.wte.weight.numel(),
+            "lm_head": self.lm_head.weight.numel(),
+            "matrices": sum(p.numel() for p in self.transformer.h.parameters()),
+        }
+        counts["total"] = sum(counts.values())
+        return counts
+
+    def estimate_flops(self) -> int:
+        """Training FLOPs per token: 6 per weight used in a matmul (forward + backward; the embedding is a lookup)
+        plus attention scores and values, 12 * layers * heads * head_dim * context."""
+        c = self.config
+        n = self.num_params()
+        return 6 * (n["total"] - n["wte"]) + 12 * c.n_layer * c.n_head * (c.n_embd // c.n_head) * c.sequence_len
+
+    def setup_optimizers(self, unembedding_lr=0.004, embedding_lr=0.2, matrix_lr=0.02, weight_decay=0.0,
+                         ns_dtype=None):
+        """[AdamW for wte and lm_head, Muon for the block matrices] with DESIGN.md's learning rates; the AdamW
+        rates scale as (d_model / 768)^-0.5 so they transfer across widths."""
+        from nanochat.optim import Muon, make_adamw
+        scale = (self.config.n_embd / 768) ** -0.5
+        adamw = make_adamw([
+            {"params": [self.lm_head.weight], "lr": unembedding_lr * scale},
+            {"params": [self.transformer.wte.weight], "lr": embedding_lr * scale},
+        ], weight_decay=weight_decay)
+        muon = Muon(list(self.transformer.h.parameters()), lr=matrix_lr, ns_dtype=ns_dtype)
+        for opt in (adamw, muon):
+            for group in opt.param_groups:
+                group["initial_lr"] = group["lr"]
+        return [adamw, muon]
+
+
+def build_model(config: GPTConfig, device) -> GPT:
+    """Build on the meta device (no memory touched), move to `device` uninitialised, then init explicitly."""
+    with torch.device("meta"):
+        model = GPT(config)
+    model.to_empty(device=device)
+    model.init_weights()
+    return model
+
+
+# -----------------------------------------------------------------------------
+# The calculator
+
+def activation_bytes_per_sequence(model: GPT, dtype: torch.dtype) -> int:
+    """Bytes autograd keeps for backward for one sequence, measured by hooking saved tensors during a real forward
+    (parameters excluded, shared storages counted once)."""
+    from nanochat.common import autocast_ctx
+    device = model.get_device()
+    seen, total = set(), 0
+
+    def pack(t):
+        nonlocal total
+        if not isinstance(t, nn.Parameter):
+            key = t.untyped_storage().data_ptr()
+            if key not in seen:
+                seen.add(key)
+                total += t.untyped_storage().nbytes()
+        return t
+
+    idx = torch.zeros(1, model.config.sequence_len, dtype=torch.long, device=device)
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t), autocast_ctx(device, dtype):
+        model(idx, idx)
+    return total
+
+
+def main():
+    parser = argparse.ArgumentParser(description="Parameters, memory and FLOPs of a nanochat model")
+    parser.add_argument("--depth", type=int, default=4, help="number of layers (width = 64 * depth)")
+    parser.add_argument("--head-dim", type=int, default=128, help="attention head dimension")
+    parser.add_argument("--n-kv-head", type=int, default=-1, help="key/value heads (-1 = as many as query heads)")
+    parser.add_argument("--vocab-size", type=int, default=8192, help="vocabulary size")
+    parser.add_argument("--seq-len", type=int, default=512, help="context length")
+    parser.add_argument("--batch", type=int, default=8, help="sequences per forward/backward (device batch size)")
+    parser.add_argument("--dtype", choices=["bfloat16", "float32"], default=None,
+                        help="compute dtype for the activation measurement (default: what this machine would use)")
+    args = parser.parse_args()
+    from nanochat.common import UserError, compute_dtype
+    try:
+        config = config_from_depth(args.depth, args.vocab_size, args.seq_len, args.head_dim, args.n_kv_head)
+    except ValueError as e:
+        raise UserError(str(e))
+    device = torch.device("cpu")
+    dtype = getattr(torch, args.dtype) if args.dtype else compute_dtype(device)
+    model = build_model(config, device)
+    n = model.num_params()
+    gib = 1024 ** 3
+    # fp32 weights and grads; AdamW keeps two moments, Muon one momentum buffer.
+    state_bytes = 4 * (2 * (n["wte"] + n["lm_head"]) + n["matrices"])
+    weights_grads_state = 4 * n["total"] * 2 + state_bytes
+    act = activation_bytes_per_sequence(model, dtype) * args.batch
+    flops_tok = model.estimate_flops()
+    print(f"config: {asdict(config)} (head dim {config.n_embd // config.n_head})")
+    print(f"parameters: {n['total']:,} total = wte {n['wte']:,} + lm_head {n['lm_head']:,} + "
+          f"block matrices {n['matrices']:,}")
+    print(f"memory: weights {4 * n['total'] / gib:.3f} GiB + grads {4 * n['total'] / gib:.3f} GiB + "
+          f"optimizer state {state_bytes / gib:.3f} GiB = {weights_grads_state / gib:.3f} GiB (fp32 master weights)")
+    print(f"activations kept for backward at batch {args.batch} x {args.seq_len} ({str(dtype)[6:]} compute, "
+          f"measured): {act / gib:.3f} GiB")
+    print(f"training FLOPs: {flops_tok / 1e6:.1f} MFLOP/token, "
+          f"{flops_tok * args.batch * args.seq_len / 1e9:.1f} GFLOP per forward+backward of {args.batch}x{args.seq_len}")
+    print(f"Chinchilla-style 20 tokens/param: {20 * n['total'] / 1e6:.1f}M tokens, "
+          f"{20 * n['total'] * flops_tok / 1e15:.2f} PFLOP")
+
+
+if __name__ == "__main__":
+    main()
