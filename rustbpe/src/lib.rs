@@ -9,6 +9,7 @@
 //! tok.train_from_iterator(iter(texts), vocab_size=4096)    # texts: an iterable of str
 //! ranks = tok.get_mergeable_ranks()   # [(b"\x00", 0), ..., (b"\xff", 255), (b" t", 256), ...]
 //! ids = tok.encode("hello world"); tok.decode(ids) == b"hello world"
+//! rustbpe.split_text("it's 2024!")  # ['it', "'s", ' ', '20', '24', '!'], the pre-tokenization
 //! ```
 //!
 //! Special tokens are not rustbpe's business: the caller (nanochat/tokenizer.py) adds them after the
@@ -188,6 +189,16 @@ impl Tokenizer {
     }
 }
 
+/// The chunks of text under pattern (None: the default pattern), i.e. what Python's
+/// `regex.findall(pattern, text)` returns; training and encode() never merge across chunks.
+#[pyfunction]
+#[pyo3(text_signature = "(text, pattern=None)")]
+fn split_text(py: Python<'_>, text: &str, pattern: Option<&str>) -> PyResult<Vec<String>> {
+    let splitter = Splitter::new(pattern.unwrap_or(DEFAULT_PATTERN)).map_err(PyValueError::new_err)?;
+    let chunks = py.allow_threads(|| splitter.split(text).map(|c| c.into_iter().map(str::to_owned).collect()));
+    chunks.map_err(PyValueError::new_err)
+}
+
 fn type_name(obj: &PyAny) -> String {
     obj.get_type().name().map(str::to_string).unwrap_or_else(|_| "an unknown type".into())
 }
@@ -195,6 +206,7 @@ fn type_name(obj: &PyAny) -> String {
 #[pymodule]
 fn rustbpe(_py: Python<'_>, m: &PyModule) -> PyResult<()> {
     m.add_class::<Tokenizer>()?;
+    m.add_function(wrap_pyfunction!(split_text, m)?)?;
     m.add("DEFAULT_PATTERN", DEFAULT_PATTERN)?;
     Ok(())
 }
