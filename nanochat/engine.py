@@ -179,7 +179,10 @@ def sample_next_token(logits: torch.Tensor, generator: torch.Generator | None = 
         raise ValueError(f"temperature must be >= 0, got {temperature}")
     if temperature == 0.0:
         return logits.argmax(dim=-1, keepdim=True)
-    logits = logits.float() / temperature
+    # Shift the max to 0 and floor the temperature (1e-300 is 0 in fp32): a tiny temperature then gives huge
+    # negative logits to all but the best token, never inf - inf = nan.
+    logits = logits.float()
+    logits = (logits - logits.max(dim=-1, keepdim=True).values) / max(temperature, 1e-6)
     vocab = logits.size(-1)
     if top_k is not None and 0 < top_k < vocab:
         values, indices = torch.topk(logits, top_k, dim=-1)  # sorted, descending
