@@ -191,8 +191,9 @@ def sample_next_token(logits: torch.Tensor, generator: torch.Generator | None = 
     if top_p is not None and 0.0 < top_p < 1.0:
         probs = torch.softmax(values, dim=-1)
         # Drop a token when the tokens ranked above it already reach top_p; the first token always stays.
-        mass_before = torch.cumsum(probs, dim=-1) - probs
-        values = values.masked_fill(mass_before >= top_p, float("-inf"))
+        drop = (torch.cumsum(probs, dim=-1) - probs) >= top_p
+        drop[..., 0] = False    # explicit: a top_p below fp32 resolution would otherwise drop everything
+        values = values.masked_fill(drop, float("-inf"))
     probs = torch.softmax(values, dim=-1)
     choice = torch.multinomial(probs, num_samples=1, generator=generator)
     return choice if indices is None else indices.gather(-1, choice)

@@ -117,6 +117,7 @@ def test_top_k_and_top_p_restrict_the_choice():
     assert sample_next_token(logits[:1], None, temperature=0.0).item() == 0
     # A tiny positive temperature is greedy in effect, not a crash (found by fuzzing the server).
     assert set(sample_next_token(logits[:50], gen, temperature=1e-300).flatten().tolist()) == {0}
+    assert set(sample_next_token(logits[:50], gen, temperature=1.0, top_p=1e-300).flatten().tolist()) == {0}
     with pytest.raises(ValueError, match="temperature"):
         sample_next_token(logits, gen, temperature=-1.0)
 
