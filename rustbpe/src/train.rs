@@ -55,10 +55,16 @@ impl fmt::Display for TrainError {
 pub fn count_chunks(texts: &[String], splitter: &Splitter, counts: &mut AHashMap<String, i64>) -> Result<(), String> {
     let local = texts
         .par_iter()
-        .map_init(|| splitter.clone(), |sp, text| {
-            let mut m: AHashMap<&str, i64> = AHashMap::new();
-            sp.for_each_chunk(text, |c| *m.entry(c).or_insert(0) += 1).map(|_| m)
-        })
+        // Each rayon task counts its share of texts into its own map (with its own splitter) ...
+        .try_fold(
+            || (splitter.clone(), AHashMap::<&str, i64>::new()),
+            |(sp, mut m), text| {
+                sp.for_each_chunk(text, |c| *m.entry(c).or_insert(0) += 1)?;
+                Ok::<_, String>((sp, m))
+            },
+        )
+        .map(|r| r.map(|(_, m)| m))
+        // ... then the maps are added up pairwise.
         .try_reduce(AHashMap::new, |a, b| {
             // Fold the smaller map into the bigger one.
             let (mut big, small) = if a.len() >= b.len() { (a, b) } else { (b, a) };
