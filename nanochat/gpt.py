@@ -311,6 +311,26 @@ class GPT(nn.Module):
         return [adamw, muon]
 
 
+def measure_matmul_flops(device, dtype: torch.dtype, n: int = 1024, seconds: float = 1.0) -> float:
+    """Peak matmul FLOP/s of this device and dtype, measured now (the denominator of MFU: on a shared CPU a
+    tabled peak would flatter or insult depending on the load). n=1024 squares reach the peak on 2 AMX cores."""
+    import time
+    from nanochat.common import synchronize
+    a = torch.randn(n, n, device=device, dtype=dtype)
+    b = torch.randn(n, n, device=device, dtype=dtype)
+    for _ in range(2):
+        a @ b
+    synchronize(device)
+    reps, t0 = 0, time.perf_counter()
+    while time.perf_counter() - t0 < seconds:
+        a @ b
+        reps += 1
+        if reps % 4 == 0:
+            synchronize(device)
+    synchronize(device)
+    return 2 * n ** 3 * reps / (time.perf_counter() - t0)
+
+
 def build_model(config: GPTConfig, device) -> GPT:
     """Build on the meta device (no memory touched), move to `device` uninitialised, then init explicitly."""
     with torch.device("meta"):

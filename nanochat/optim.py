@@ -6,7 +6,7 @@ Optimizers and the learning-rate schedule shared by every training script.
   Newton-Schulz iteration. Single process; it needs no communication, so the CPU path has no distributed code.
 - AdamW for the embedding and the lm_head: torch's own implementation (fused kernel where the device has one),
   with DESIGN.md's betas and eps. A second copy of AdamW here would only be a second place for bugs.
-- lr_multiplier(): constant, then linear warmdown to final_lr_frac over the last warmdown_ratio of the steps.
+- lr_multiplier(): constant, then linear warmdown to final_lr_frac over the last warmdown_ratio of the run.
 - muon_momentum(): 0.85 -> 0.95 over the first 300 steps.
 
 Used through GPT.setup_optimizers(); tested by `pytest tests/test_optim.py`.
@@ -89,17 +89,16 @@ def make_adamw(param_groups, betas=(0.8, 0.95), eps=1e-10, weight_decay=0.0) -> 
     return torch.optim.AdamW(param_groups, betas=betas, eps=eps, weight_decay=weight_decay, fused=fused)
 
 
-def lr_multiplier(step: int, num_iterations: int, warmup_ratio: float = 0.0, warmdown_ratio: float = 0.2,
+def lr_multiplier(progress: float, warmup_ratio: float = 0.0, warmdown_ratio: float = 0.2,
                   final_lr_frac: float = 0.0) -> float:
-    """Multiplier of the base learning rates at `step` (0-based) of `num_iterations`."""
-    warmup = round(warmup_ratio * num_iterations)
-    warmdown = round(warmdown_ratio * num_iterations)
-    if step < warmup:
-        return (step + 1) / warmup
-    if step < num_iterations - warmdown:
+    """Multiplier of the base learning rates at `progress` in [0, 1] of the run (step / num_iterations, or
+    elapsed / budget for a time-budgeted run): linear warmup, constant, linear warmdown to final_lr_frac."""
+    if progress < warmup_ratio:
+        return max(progress / warmup_ratio, 1e-3)
+    if warmdown_ratio <= 0 or progress < 1 - warmdown_ratio:
         return 1.0
-    progress = (num_iterations - step) / warmdown       # 1 -> 0 over the warmdown
-    return progress + (1 - progress) * final_lr_frac
+    left = max(0.0, 1.0 - progress) / warmdown_ratio       # 1 -> 0 over the warmdown
+    return left + (1 - left) * final_lr_frac
 
 
 def muon_momentum(step: int) -> float:
@@ -107,9 +106,9 @@ def muon_momentum(step: int) -> float:
     return (1 - frac) * 0.85 + frac * 0.95
 
 
-def set_schedule(optimizers, step: int, num_iterations: int, **schedule) -> float:
-    """Apply lr_multiplier (and Muon's momentum ramp) to every group for this step; returns the multiplier."""
-    mult = lr_multiplier(step, num_iterations, **schedule)
+def set_schedule(optimizers, step: int, progress: float, **schedule) -> float:
+    """Apply lr_multiplier(progress) and Muon's momentum ramp (by step) to every group; returns the multiplier."""
+    mult = lr_multiplier(progress, **schedule)
     for opt in optimizers:
         for group in opt.param_groups:
             group["lr"] = group["initial_lr"] * mult

@@ -83,12 +83,13 @@ def test_muon_rejects_vectors_and_state_round_trips():
 
 
 def test_schedule():
-    assert lr_multiplier(0, 100) == 1.0 and lr_multiplier(79, 100) == 1.0
-    assert lr_multiplier(80, 100) == pytest.approx(1.0)
-    assert lr_multiplier(90, 100) == pytest.approx(0.5)
-    assert lr_multiplier(99, 100) == pytest.approx(0.05)
-    assert lr_multiplier(90, 100, final_lr_frac=0.1) == pytest.approx(0.55)
-    assert lr_multiplier(0, 100, warmup_ratio=0.1) == pytest.approx(0.1)
+    assert lr_multiplier(0.0) == 1.0 and lr_multiplier(0.79) == 1.0
+    assert lr_multiplier(0.8) == pytest.approx(1.0)
+    assert lr_multiplier(0.9) == pytest.approx(0.5)
+    assert lr_multiplier(1.0) == 0.0 and lr_multiplier(1.5) == 0.0      # a time budget can overshoot
+    assert lr_multiplier(0.9, final_lr_frac=0.1) == pytest.approx(0.55)
+    assert lr_multiplier(0.05, warmup_ratio=0.1) == pytest.approx(0.5)
+    assert lr_multiplier(0.5, warmdown_ratio=0.0) == 1.0
     assert muon_momentum(0) == pytest.approx(0.85) and muon_momentum(150) == pytest.approx(0.90)
     assert muon_momentum(300) == muon_momentum(10_000) == pytest.approx(0.95)
 
@@ -104,6 +105,6 @@ def test_setup_optimizers_groups_and_rates():
     assert lrs[id(model.transformer.wte.weight)] == pytest.approx(0.2 * scale)
     assert adamw.defaults["betas"] == (0.8, 0.95) and adamw.defaults["eps"] == 1e-10
     assert all(g["lr"] == 0.02 for g in muon.param_groups)
-    set_schedule([adamw, muon], 95, 100)
+    set_schedule([adamw, muon], 95, 0.95)
     assert muon.param_groups[0]["lr"] == pytest.approx(0.02 * 0.25)
     assert muon.param_groups[0]["momentum"] == pytest.approx(muon_momentum(95))
