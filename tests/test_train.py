@@ -21,7 +21,7 @@ from nanochat.common import UserError, compute_init
 from nanochat.gpt import build_model, config_from_depth
 from nanochat.optim import set_schedule
 from nanochat.tokenizer import SPLIT_PATTERN, Tokenizer
-from scripts import base_train
+from scripts import base_loss, base_train
 
 # Losses of the 20-step run in test_golden_loss_curve, recorded from a trusted run (fp32, 1 thread).
 # If a change moves them on purpose, re-record them and say why in the commit.
@@ -84,6 +84,10 @@ def test_resume_equals_straight_run(workdir):
     assert resumed["losses"] == pytest.approx(straight["losses"][3:], rel=1e-5)
     assert resumed["loader_state"] == straight["loader_state"]
     assert resumed["val_bpb"] == pytest.approx(straight["val_bpb"], rel=1e-5)
+    # scripts.base_loss on the saved model measures the same val bpb as training did.
+    bpb = base_loss.main(["--data", str(workdir / "corpus.txt"), "--device-batch-size", "4", "--split-tokens", "1024",
+                          "--max-new-tokens", "0"])
+    assert bpb["val"] == pytest.approx(straight["val_bpb"], rel=1e-4)
 
 
 def test_resume_with_other_flags_is_refused(workdir):

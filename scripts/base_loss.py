@@ -1,0 +1,56 @@
+"""
+Bits per byte of a trained base model on the train and val splits, plus a few greedy samples.
+
+    python -m scripts.base_loss                          # latest base checkpoint of the deepest model
+    python -m scripts.base_loss --model-tag d4 --step 1000 --split-tokens 524288 --data offline
+"""
+
+import argparse
+
+from nanochat.checkpoint_manager import load_model
+from nanochat.common import autocast_ctx, compute_cleanup, compute_dtype, compute_init, print0
+from nanochat.dataloader import tokenizing_distributed_data_loader
+from nanochat.loss_eval import evaluate_bpb
+from nanochat.tokenizer import get_token_bytes
+
+PROMPTS = ["The capital of France is", "The chemical symbol of gold is", "If yesterday was Friday, then tomorrow will be",
+           "The opposite of hot is", "The planets of the solar system are:", "My favorite color is"]
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description="Train/val bits per byte and samples of a base model")
+    p.add_argument("--source", default="base", help="checkpoint stage: base, mid, sft or rl")
+    p.add_argument("--model-tag", default=None, help="checkpoint folder, e.g. d4 (default: the deepest)")
+    p.add_argument("--step", type=int, default=None, help="checkpoint step (default: the latest)")
+    p.add_argument("--device-batch-size", type=int, default=8, help="sequences per forward pass")
+    p.add_argument("--split-tokens", type=int, default=262144, help="tokens evaluated per split")
+    p.add_argument("--data", default="auto", help="text source: auto, hub, offline, or a .txt/.jsonl file or folder")
+    p.add_argument("--max-new-tokens", type=int, default=24, help="tokens per greedy sample (0 = no samples)")
+    p.add_argument("--device-type", default="", help="cuda, cpu or mps (default: autodetect)")
+    args = p.parse_args(argv)
+
+    _, _, _, _, device = compute_init(args.device_type)
+    dtype = compute_dtype(device)
+    model, tokenizer, meta = load_model(args.source, device, phase="eval", model_tag=args.model_tag, step=args.step)
+    token_bytes = get_token_bytes(device)
+    B, T = args.device_batch_size, model.config.sequence_len
+    steps = max(1, args.split_tokens // (B * T))
+    results = {}
+    for split in ("train", "val"):
+        loader = tokenizing_distributed_data_loader(tokenizer, B, T, split, source=args.data, device=device)
+        try:
+            results[split] = evaluate_bpb(model, loader, steps, token_bytes, dtype)
+        finally:
+            loader.close()
+        print0(f"{split} bpb: {results[split]:.4f} ({steps * B * T:,} tokens)")
+    for prompt in PROMPTS if args.max_new_tokens > 0 else []:
+        ids = tokenizer.encode(prompt, prepend="<|bos|>")
+        with autocast_ctx(device, dtype):
+            out = list(model.generate(ids, max_tokens=args.max_new_tokens, temperature=0))
+        print0(f"{prompt!r} -> {tokenizer.decode(out)!r}")
+    compute_cleanup()
+    return results
+
+
+if __name__ == "__main__":
+    main()
