@@ -98,7 +98,8 @@ impl Tokenizer {
         let mut count_buffer = |buffer: &mut Vec<String>| {
             let result = py.allow_threads(|| train::count_chunks(buffer, &splitter, &mut counts));
             buffer.clear();
-            result.map_err(PyValueError::new_err)
+            result.map_err(PyValueError::new_err)?;
+            py.check_signals() // let Ctrl-C stop a long training between buffers
         };
         for item in items {
             let item = item?;
