@@ -329,3 +329,61 @@ def test_fuzz_api_from_its_openapi_schema(server):
 
     fuzz()
     server.wait_idle()
+
+
+# -----------------------------------------------------------------------------
+# chat_cli and checkpoint loading (a tiny checkpoint in a temporary base directory)
+
+@pytest.fixture(scope="module")
+def base_dir(tmp_path_factory):
+    from dataclasses import asdict
+    from nanochat.checkpoint_manager import save_checkpoint
+    base = tmp_path_factory.mktemp("nanochat_base")
+    TOKENIZER.save(str(base / "tokenizer"))
+    model = tiny_model()
+    meta = {"model_config": asdict(model.config), "step": 5}
+    save_checkpoint(str(base / "base_checkpoints" / "d2"), 5, model.state_dict(), None, meta)
+    save_checkpoint(str(base / "chatsft_checkpoints" / "d2"), 7, model.state_dict(), None, dict(meta, step=7))
+    return base
+
+
+def run_cli(base_dir, *args, stdin=""):
+    import os
+    import subprocess
+    import sys
+    env = dict(os.environ, NANOCHAT_BASE_DIR=str(base_dir), OMP_NUM_THREADS="1")
+    return subprocess.run([sys.executable, "-m", "scripts.chat_cli", *args], input=stdin, capture_output=True,
+                          text=True, env=env, timeout=120)
+
+
+def test_cli_one_shot_picks_the_most_trained_checkpoint(base_dir):
+    out = run_cli(base_dir, "-p", "hello", "--max-tokens", "5", "--temperature", "0")
+    assert out.returncode == 0, out.stderr
+    assert "loaded sft step 7" in out.stderr               # sft beats base
+    engine = Engine(tiny_model(), TOKENIZER)
+    expected = "".join(engine.stream(TOKENIZER.render_for_completion(
+        {"messages": [{"role": "user", "content": "hello"}]}), max_tokens=5, temperature=0.0))
+    assert out.stdout == expected + "\n"
+
+
+def test_load_engine_options(base_dir, monkeypatch):
+    from nanochat.engine import Int8Linear, load_engine
+    monkeypatch.setenv("NANOCHAT_BASE_DIR", str(base_dir))
+    engine, name = load_engine("base", None, None, torch.device("cpu"), quantize="int8")
+    assert name.startswith("base d2 step 5, int8 weights") and isinstance(engine.model.lm_head, Int8Linear)
+    reply = engine.stream([1, 2, 3], max_tokens=4, temperature=1.0)
+    list(reply)
+    assert reply.completion_tokens >= 1
+    engine, name = load_engine(None, "d2", 7, torch.device("cpu"), dtype="bfloat16")
+    assert name == "sft d2 step 7, bfloat16" and engine.model.lm_head.weight.dtype == torch.bfloat16
+
+
+def test_cli_interactive_clear_quit_and_bad_flags(base_dir):
+    out = run_cli(base_dir, "--max-tokens", "3", stdin="hi\nclear\nagain\nquit\n")
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.count("Assistant: ") == 2 and "[new conversation]" in out.stdout
+    out = run_cli(base_dir, "-p", "x", "--temperature", "9")
+    assert out.returncode != 0 and "--temperature 9.0: use a value from 0 to 2" in out.stderr
+    assert "Traceback" not in out.stderr
+    out = run_cli(base_dir, "-p", "x", "--model-tag", "d99")
+    assert out.returncode != 0 and "Traceback" not in out.stderr and "d99" in out.stderr

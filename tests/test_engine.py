@@ -8,7 +8,8 @@ conversation fitting, int8 quantization. A tiny random GPT and a byte-level toke
 import pytest
 import torch
 
-from nanochat.engine import (Engine, KVCache, TextStreamer, fit_conversation, sample_next_token)
+from nanochat.engine import (Engine, Int8Linear, KVCache, TextStreamer, fit_conversation, quantize_int8,
+                             sample_next_token)
 from nanochat.gpt import GPTConfig, build_model
 from nanochat.tokenizer import SPLIT_PATTERN, Tokenizer
 
@@ -246,3 +247,27 @@ def test_fit_conversation_cuts_one_huge_message_from_the_front(tokenizer):
     text = tokenizer.decode(ids)
     assert len(ids) == 64
     assert text.startswith("<|bos|><|user_start|>") and text.endswith("the real question?<|user_end|><|assistant_start|>")
+
+
+# -----------------------------------------------------------------------------
+# int8 weights
+
+@pytest.mark.parametrize("act_dtype", [torch.float32, torch.bfloat16])
+def test_int8_model_stays_close_to_fp32(tokenizer, act_dtype):
+    model = tiny_gpt(tokenizer.get_vocab_size())
+    quantized = quantize_int8(tiny_gpt(tokenizer.get_vocab_size()), act_dtype)
+    assert isinstance(quantized.lm_head, Int8Linear) and quantized.transformer.h[0].attn.c_q.weight_int8.dtype == torch.int8
+    seq = torch.randint(0, 256, (2, 40))
+    with torch.inference_mode():
+        ref, got = model(seq), quantized(seq)
+    assert got.dtype == torch.float32
+    rel = ((got - ref).norm() / ref.norm()).item()
+    assert rel < (0.02 if act_dtype == torch.float32 else 0.05), rel
+    # and its KV-cache decoding still matches its own full forward
+    with torch.inference_mode():
+        cache = KVCache(1, 40, quantized.config.n_layer)
+        steps = [quantized(seq[:1, :8], kv_cache=cache)[:, -1]] + [quantized(seq[:1, t:t + 1], kv_cache=cache)[:, -1]
+                                                                   for t in range(8, 40)]
+        full = quantized(seq[:1])[0, 7:]
+    tol = 1e-4 if act_dtype == torch.float32 else 0.1
+    torch.testing.assert_close(torch.cat(steps), full, rtol=tol, atol=tol)
