@@ -179,7 +179,8 @@ def main():
     print("|---|---|---|---|---|---|---|---|")
     for r in rows:
         print(f"| {names[r['trainer']]} | {r['train_s']:.1f} | {r['train_s'] / ours['train_s']:.2f} | {r['cpu_s']:.1f} "
-              f"| {r['peak_rss_mb']} | {r['text_rss_mb']} | {r['bytes_per_token']:.3f} | {r['same_as_pypi']} |")
+              f"| {r['peak_rss_mb']} | {r['text_rss_mb']} | {r['bytes_per_token']:.3f} "
+              f"| {'n/a' if r['same_as_pypi'] is None else r['same_as_pypi']} |")
 
 
 if __name__ == "__main__":
