@@ -8,6 +8,6 @@ bash dev/install.sh
 export PATH="$HOME/.cargo/bin:$PATH"
 bash dev/install_test_tools.sh
 echo "=== cargo test (rustbpe) ==="
-(cd rustbpe && cargo test --release -q)
+(cd rustbpe && cargo test -q)
 echo "=== pytest ==="
 python -m pytest -q "$@"
