@@ -223,9 +223,6 @@ class KVCache:
         self.k = torch.zeros(shape, device=device, dtype=dtype)
         self.v = torch.zeros(shape, device=device, dtype=dtype)
 
-    def reset(self):
-        self.pos = 0
-
     def get_pos(self) -> int:
         return self.pos
 
