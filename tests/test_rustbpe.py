@@ -210,3 +210,16 @@ def test_merges_match_pypi_rustbpe(pypi_available, pattern):
     texts = real_texts(1_500_000) + random_texts(500, seed=4)
     ours = token_bytes(train(texts, 2048, pattern=pattern))
     assert ours == ref.run_pypi_rustbpe(texts, 2048, pattern)
+
+
+def test_training_memory_does_not_grow_with_the_corpus():
+    # ~280 MB of text streamed through the trainer: each text must be freed once copied into a buffer
+    # (pyo3 would otherwise keep every one alive until training ends).
+    code = (
+        "import resource, rustbpe\n"
+        "texts = (('word%d ' % i) * 200 for i in range(200_000))\n"
+        "rustbpe.Tokenizer().train_from_iterator(texts, 300)\n"
+        "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024)\n"
+    )
+    peak_mib = int(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout)
+    assert peak_mib < 150, f"peak RSS {peak_mib} MiB while streaming ~280 MB of text"

@@ -84,7 +84,7 @@ impl Tokenizer {
             return Err(PyValueError::new_err(format!("buffer_size must be at least 1, got {buffer_size}")));
         }
         let splitter = Splitter::new(pattern.unwrap_or(DEFAULT_PATTERN)).map_err(PyValueError::new_err)?;
-        let items = iterator.iter().map_err(|_| {
+        let mut items = iterator.iter().map_err(|_| {
             PyTypeError::new_err(format!(
                 "train_from_iterator expects an iterable of str, got {}",
                 type_name(iterator)
@@ -101,8 +101,15 @@ impl Tokenizer {
             result.map_err(PyValueError::new_err)?;
             py.check_signals() // let Ctrl-C stop a long training between buffers
         };
-        for item in items {
-            let item = item?;
+        loop {
+            // pyo3 0.17 keeps every object borrowed from Python alive until its GIL pool ends; a pool per item
+            // frees each text as soon as it is copied, so memory stays bounded by one buffer, not the corpus.
+            // Safety: nothing borrowed inside this iteration outlives it.
+            let _pool = unsafe { py.new_pool() };
+            let item = match items.next() {
+                Some(item) => item?,
+                None => break,
+            };
             let text = item.downcast::<PyString>().map_err(|_| {
                 PyTypeError::new_err(format!(
                     "train_from_iterator expects str items, item {seen} is {}",
