@@ -113,7 +113,7 @@ def test_training_bad_arguments():
         Tokenizer.train_from_iterator(iter(CORPUS), vocab_size=200)
     with pytest.raises((TypeError, ValueError), match="(?i)str"):
         Tokenizer.train_from_iterator(iter(["fine text", 42]), vocab_size=300)
-    with pytest.raises(ValueError, match="(?i)(empty|no text|too small)"):
+    with pytest.raises(ValueError, match="corpus is empty"):
         Tokenizer.train_from_iterator(iter([]), vocab_size=300)
 
 

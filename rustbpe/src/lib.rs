@@ -130,7 +130,10 @@ impl Tokenizer {
                     counts.into_iter().map(|(chunk, c)| (chunk.into_bytes(), c)).unzip();
                 train::train(&words, &n, vocab_size as usize)
             })
-            .map_err(|e| PyValueError::new_err(format!("{e} ({seen} texts were given)")))?;
+            .map_err(|e| match seen {
+                0 => PyValueError::new_err(format!("{e} (the corpus is empty: the iterator gave no texts)")),
+                _ => PyValueError::new_err(format!("{e} ({seen} texts were given)")),
+            })?;
         self.splitter = splitter;
         self.vocab = Vocab::new(merges);
         Ok(())
