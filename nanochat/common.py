@@ -151,7 +151,18 @@ def get_max_memory(device: torch.device) -> int:
 
 
 def peak_rss_bytes() -> int:
-    """Peak resident memory of this process (ru_maxrss is KiB on Linux, bytes on macOS)."""
+    """Peak resident memory of this process in bytes.
+
+    Linux: VmHWM from /proc, which starts afresh at exec. getrusage's ru_maxrss does not: a child started from a
+    large parent reports the parent's peak. Elsewhere ru_maxrss (KiB on Linux-likes, bytes on macOS).
+    """
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return rss if sys.platform == "darwin" else rss * 1024
 
