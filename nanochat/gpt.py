@@ -196,7 +196,7 @@ class GPT(nn.Module):
         head_dim = config.n_embd // config.n_head
         self.register_buffer("cos", torch.empty(1, self.rotary_len, 1, head_dim // 2), persistent=False)
         self.register_buffer("sin", torch.empty(1, self.rotary_len, 1, head_dim // 2), persistent=False)
-        self.ce_chunk_rows = 256    # rows per chunk of the fused loss (measured: see dev/bench_train.py)
+        self.ce_chunk_rows = 256    # rows per chunk of the fused loss; 0 = plain logits + F.cross_entropy
 
     @torch.no_grad()
     def init_weights(self):
@@ -237,7 +237,7 @@ class GPT(nn.Module):
         act_dtype = torch.get_autocast_dtype(x.device.type) if torch.is_autocast_enabled(x.device.type) else x.dtype
         cos = self.cos[:, t0:t0 + T].to(act_dtype)
         sin = self.sin[:, t0:t0 + T].to(act_dtype)
-        x = norm(x)
+        x = norm(x).to(act_dtype)   # bf16 residual stream under autocast: no fp32 <-> bf16 copies per op
         for block in self.transformer.h:
             x = block(x, cos, sin, kv_cache)
         x = norm(x)
@@ -245,7 +245,7 @@ class GPT(nn.Module):
         if targets is None:
             logits = _upcast(self.lm_head(x))
             return SOFTCAP * torch.tanh(logits / SOFTCAP)
-        if loss_reduction == "mean" and torch.is_grad_enabled():
+        if loss_reduction == "mean" and torch.is_grad_enabled() and self.ce_chunk_rows > 0:
             x = x.to(act_dtype).reshape(B * T, -1)
             return chunked_cross_entropy(x, self.lm_head.weight, targets.reshape(-1), self.ce_chunk_rows)
         if loss_reduction not in ("mean", "none"):

@@ -21,6 +21,7 @@ from nanochat.common import UserError, compute_init
 from nanochat.gpt import build_model, config_from_depth
 from nanochat.optim import set_schedule
 from nanochat.tokenizer import SPLIT_PATTERN, Tokenizer
+from dev.bench_train import STEP_RE
 from scripts import base_loss, base_train
 
 # Losses of the 20-step run in test_golden_loss_curve, recorded from a trusted run (fp32, 1 thread).
@@ -97,10 +98,12 @@ def test_resume_with_other_flags_is_refused(workdir):
         base_train.main(TINY + common + ["--resume", "latest", "--max-seq-len", "32", "--model-tag", "d2"])
 
 
-def test_golden_loss_curve(workdir):
+def test_golden_loss_curve(workdir, capsys):
     result = base_train.main(TINY + ["--data", str(workdir / "corpus.txt"), "--total-batch-size", "256",
                                      "--num-iterations", "20", "--eval-every", "-1"])
     losses = result["losses"]
+    step_lines = [m for line in capsys.readouterr().out.splitlines() if (m := STEP_RE.match(line))]
+    assert len(step_lines) == 20          # dev/bench_train.py parses these lines
     print("losses:", [round(l, 4) for l in losses])
     assert losses[-1] < losses[0] - 1.5           # it learns (starts at ln 265 = 5.58)
     assert GOLDEN_LOSSES is not None, "record GOLDEN_LOSSES from the printed losses"

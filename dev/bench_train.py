@@ -1,0 +1,125 @@
+"""
+Training benchmark: runs scripts.base_train itself (real data, real loader, real optimizer) in subprocesses,
+one configuration after another, and prints a table of ms/step, tok/s, MFU, peak RSS and compile time, plus
+the matmul peak of each dtype measured in the same run. Needs a tokenizer and data (see README: tok_train,
+nanochat.dataset --offline). Hold /tmp/bench.lock so two benchmarks never share the cores:
+
+    flock /tmp/bench.lock python -m dev.bench_train                      # throughput table (d4 b8, d6 b32)
+    flock /tmp/bench.lock python -m dev.bench_train --bpb-steps 300      # + val bpb fp32 vs bf16 at equal steps
+    flock /tmp/bench.lock python -m dev.bench_train --time-budget 14 --only none   # 14-minute d4 run, its val bpb
+
+Each throughput row is the median step time over --steps steps after --warmup steps (compile happens in the
+warmup; its cost is the 'first steps' column). Checkpoints go to a temporary base dir and are deleted.
+"""
+
+import argparse
+import os
+import re
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+
+import torch
+
+from nanochat.common import get_base_dir
+from nanochat.gpt import measure_matmul_flops
+
+# (name, base_train flags): the public nanochat CPU recipe shape (depth 6, head dim 64) and a depth-4 model.
+SHAPES = {
+    "d4 b8": ["--depth", "4", "--head-dim", "64", "--max-seq-len", "512", "--device-batch-size", "8",
+              "--total-batch-size", "8192"],
+    "d6 b32": ["--depth", "6", "--head-dim", "64", "--max-seq-len", "512", "--device-batch-size", "32",
+               "--total-batch-size", "16384"],
+}
+STEP_RE = re.compile(r"^step (\d+) .*\| loss ([\d.]+) .*\| dt (\d+)ms \| tok/s ([\d,]+) \| mfu ([\d.]+)%")
+
+
+def run_base_train(flags, dtype: str, workdir: str, log_name: str) -> dict:
+    """Run base_train in a subprocess with NANOCHAT_DTYPE=dtype; parse its step lines, val bpb and peak RSS."""
+    env = {**os.environ, "NANOCHAT_DTYPE": dtype, "NANOCHAT_BASE_DIR": workdir, "PYTHONUNBUFFERED": "1"}
+    cmd = [sys.executable, "-m", "scripts.base_train", "--model-tag", "bench", *flags]
+    log_path = os.path.join(workdir, log_name)
+    with open(log_path, "w") as log:
+        proc = subprocess.run(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, text=True)
+    text = open(log_path).read()
+    if proc.returncode != 0:
+        raise SystemExit(f"base_train failed ({' '.join(cmd)}):\n{text[-3000:]}")
+    steps = [m.groups() for line in text.splitlines() if (m := STEP_RE.match(line))]
+    bpbs = re.findall(r"val bpb ([\d.]+) \| train time ([\d.]+) min", text)
+    rss = re.search(r"peak RSS ([\d.]+) GiB", text)
+    shutil.rmtree(os.path.join(workdir, "base_checkpoints"), ignore_errors=True)
+    return {"dt_ms": [int(s[2]) for s in steps], "mfu": [float(s[4]) for s in steps],
+            "loss": [float(s[1]) for s in steps], "val_bpb": float(bpbs[-1][0]) if bpbs else None,
+            "train_min": float(bpbs[-1][1]) if bpbs else None, "rss_gib": float(rss.group(1)) if rss else None,
+            "log": log_path}
+
+
+def main():
+    p = argparse.ArgumentParser(description="Benchmark base_train: throughput, MFU, memory, bf16 vs fp32 quality")
+    p.add_argument("--shapes", default="d4 b8,d6 b32", help="comma-separated rows of SHAPES to run")
+    p.add_argument("--modes", default="float32:off,bfloat16:off,bfloat16:on",
+                   help="comma-separated dtype:compile pairs (compile on/off)")
+    p.add_argument("--steps", type=int, default=8, help="timed steps per configuration")
+    p.add_argument("--warmup", type=int, default=3, help="untimed first steps (include torch.compile)")
+    p.add_argument("--bpb-steps", type=int, default=-1,
+                   help="also train d4 for this many steps in fp32 and bf16 and compare val bpb (-1 = off)")
+    p.add_argument("--time-budget", type=float, default=-1,
+                   help="also run d4 (head dim 64) for this many minutes with the defaults, report val bpb (-1 = off)")
+    p.add_argument("--extra", default="", help="extra base_train flags for every run, e.g. '--data offline'")
+    p.add_argument("--only", default="", help="'none' to skip the throughput table")
+    args = p.parse_args()
+
+    src_tok = os.path.join(get_base_dir(), "tokenizer")
+    if not os.path.exists(os.path.join(src_tok, "tokenizer.pkl")):
+        raise SystemExit(f"error: no tokenizer in {src_tok}: run `python -m scripts.tok_train --vocab-size 8192`")
+    workdir = tempfile.mkdtemp(prefix="bench_train_")
+    shutil.copytree(src_tok, os.path.join(workdir, "tokenizer"))
+    for name in ("offline_data", "base_data"):     # share the data already built/downloaded
+        if os.path.isdir(os.path.join(get_base_dir(), name)):
+            os.symlink(os.path.join(get_base_dir(), name), os.path.join(workdir, name))
+    extra = args.extra.split()
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; logs in {workdir}")
+    for dtype in (torch.float32, torch.bfloat16):
+        print(f"measured matmul peak {str(dtype)[6:]}: {measure_matmul_flops('cpu', dtype, seconds=2) / 1e9:.0f} GFLOP/s")
+
+    if args.only != "none":
+        n = args.warmup + args.steps
+        rows = []
+        for shape in args.shapes.split(","):
+            for mode in args.modes.split(","):
+                dtype, comp = mode.split(":")
+                flags = SHAPES[shape] + ["--num-iterations", str(n), "--eval-every", "-1", "--eval-tokens", "4096",
+                                         "--compile", comp, *extra]
+                r = run_base_train(flags, dtype, workdir, f"{shape.replace(' ', '_')}_{dtype}_{comp}.log")
+                tokens = int(SHAPES[shape][SHAPES[shape].index("--total-batch-size") + 1])
+                dt = statistics.median(r["dt_ms"][args.warmup:])
+                rows.append((shape, dtype, comp, dt, tokens / dt * 1000, statistics.median(r["mfu"][args.warmup:]),
+                             r["rss_gib"], sum(r["dt_ms"][:args.warmup]) / 1000))
+                print(f"  done {shape} {dtype} compile={comp}: {dt:.0f} ms/step", flush=True)
+        print(f"\n| shape | dtype | compile | ms/step | tok/s | MFU (vs measured peak) | peak RSS GiB | first {args.warmup} steps s |")
+        print("|---|---|---|---|---|---|---|---|")
+        for shape, dtype, comp, dt, tps, mfu, rss, first in rows:
+            print(f"| {shape} | {dtype} | {comp} | {dt:.0f} | {tps:,.0f} | {mfu:.1f}% | {rss:.2f} | {first:.1f} |")
+
+    if args.bpb_steps > 0:
+        flags = SHAPES["d4 b8"] + ["--num-iterations", str(args.bpb_steps), "--eval-every", "-1",
+                                   "--eval-tokens", "262144", *extra]
+        results = {dtype: run_base_train(flags, dtype, workdir, f"bpb_{dtype}.log") for dtype in ("float32", "bfloat16")}
+        f32, b16 = results["float32"]["val_bpb"], results["bfloat16"]["val_bpb"]
+        print(f"\nval bpb after {args.bpb_steps} steps (d4, head dim 64, 8192 tokens/step): fp32 {f32:.4f} "
+              f"({results['float32']['train_min']:.1f} min), bf16 {b16:.4f} ({results['bfloat16']['train_min']:.1f} min); "
+              f"bf16 - fp32 = {100 * (b16 - f32) / f32:+.2f}%")
+
+    if args.time_budget > 0:
+        flags = ["--depth", "4", "--time-budget", str(args.time_budget), "--eval-every", "-1",
+                 "--eval-tokens", "1048576", *extra]
+        r = run_base_train(flags, os.environ.get("NANOCHAT_DTYPE", "bfloat16"), workdir, "time_budget.log")
+        print(f"\n{args.time_budget:g}-minute d4 run (defaults{' ' + args.extra if args.extra else ''}): "
+              f"{len(r['dt_ms'])} steps, val bpb {r['val_bpb']:.4f}, median {statistics.median(r['dt_ms'])} ms/step; "
+              f"log {r['log']}")
+
+
+if __name__ == "__main__":
+    main()
