@@ -3,7 +3,9 @@ Arithmetic word problems with calculator tool calls: generated, seeded stand-in 
 (which no registry package carries) and the reward source for RL. Solutions are written like GSM8K's, with
 calculator steps <<3*12=36>> that become python / python_output parts, and end with "#### N".
 
-Train and test draw from separate random streams (seeded by split), and test is the evaluated split.
+Train and test never share a question: a question belongs to the test split when the CRC32 of its text is 0 mod
+10, else to train (the parameter ranges are small, so separate random streams alone would repeat ~8% of test
+questions in a 20k training set). Test is the evaluated split.
 
     from tasks.arithmetic import ArithmeticProblems
     task = ArithmeticProblems("train", size=10000); task[0]
@@ -11,6 +13,7 @@ Tests: pytest tests/test_tasks.py -q -k arithmetic
 """
 
 import random
+import zlib
 
 from tasks.common import Task, extract_answer, tool_parts
 
@@ -78,12 +81,19 @@ def _temperature(rng):
 TEMPLATES = [_packs, _wages, _shopping, _farm, _reading, _temperature]
 
 
+def split_of(question: str) -> str:
+    """A fixed train/test assignment by hash of the question text: one question in ten is test-only."""
+    return "test" if zlib.crc32(question.encode()) % 10 == 0 else "train"
+
+
 class ArithmeticProblems(Task):
     name = "Arithmetic"
     eval_type = "generative"
 
     def __init__(self, split: str, size: int = 1000, seed: int = 42):
         super().__init__(split)
+        if split == "validation":
+            raise ValueError("Arithmetic has train and test splits only")
         if size <= 0:
             raise ValueError(f"Arithmetic: size must be positive, got {size}")
         self.size, self.seed = size, seed
@@ -93,7 +103,10 @@ class ArithmeticProblems(Task):
 
     def get_example(self, index: int) -> dict:
         rng = random.Random(f"arith-{self.seed}-{self.split}-{index}")
-        question, solution, answer = rng.choice(TEMPLATES)(rng)
+        while True:  # draw until the question falls in this split (about 10 draws for test, 1.1 for train)
+            question, solution, answer = rng.choice(TEMPLATES)(rng)
+            if split_of(question) == self.split:
+                break
         solution += f"\n#### {answer}"
         return {"messages": [{"role": "user", "content": question},
                              {"role": "assistant", "content": tool_parts(solution)}],

@@ -354,6 +354,14 @@ def test_arithmetic_problems_are_correct():
     assert test.is_evaluated_split and not train.is_evaluated_split
 
 
+def test_arithmetic_train_never_contains_a_test_question():
+    train = {e["messages"][0]["content"] for e in ArithmeticProblems("train", size=5000)}
+    test = {e["messages"][0]["content"] for e in ArithmeticProblems("test", size=500)}
+    assert len(test) > 400 and not train & test
+    with pytest.raises(ValueError, match="train and test"):
+        ArithmeticProblems("validation")
+
+
 @pytest.mark.slow
 def test_real_word_list():
     """The real english-words wheel (cached after the first download)."""
