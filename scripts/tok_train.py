@@ -11,6 +11,7 @@ not grow with the size of the corpus (only with the number of distinct regex chu
 """
 
 import argparse
+import itertools
 import os
 import sys
 import time
@@ -41,6 +42,10 @@ def main(argv=None):
         raise UserError("--max-chars and --doc-cap must be positive")
 
     source = choose_source(args.data)
+    documents = iter_texts(source, "train", max_chars=args.max_chars, doc_cap=args.doc_cap)
+    first = next(documents, None)  # an empty corpus fails here, before any training
+    if first is None:
+        raise UserError(f"the training split of {source!r} has no documents: give a source with text in it")
     print(f"training a {args.vocab_size}-token BPE on up to {args.max_chars:,} characters of {source!r} "
           f"(documents cut at {args.doc_cap:,})", flush=True)
 
@@ -49,18 +54,19 @@ def main(argv=None):
     progress = tqdm(total=args.max_chars, unit="char", unit_scale=True, desc="text", file=sys.stderr)
 
     def texts():
-        for text in iter_texts(source, "train", max_chars=args.max_chars, doc_cap=args.doc_cap):
+        for text in itertools.chain([first], documents):
             counted["docs"] += 1
             counted["chars"] += len(text)
             progress.update(len(text))
             yield text
 
     t0 = time.time()
-    tokenizer = Tokenizer.train_from_iterator(texts(), args.vocab_size)
+    try:
+        tokenizer = Tokenizer.train_from_iterator(texts(), args.vocab_size)
+    except ValueError as e:  # e.g. too little text for the vocabulary size: the message says what to change
+        raise UserError(str(e)) from None
     progress.close()
     seconds = time.time() - t0
-    if counted["docs"] == 0:
-        raise UserError(f"the training split of {source!r} has no documents")
     out = args.output_dir or tokenizer_dir()
     tokenizer.save(out)
 

@@ -443,3 +443,20 @@ def test_choose_source_is_quick_and_printed(monkeypatch, capsys):
     assert D.choose_source("auto") == "offline"
     assert "data source: offline" in capsys.readouterr().err
     assert D.choose_source("/some/path") == "/some/path"
+
+
+def test_tok_train_on_a_txt_file_and_on_an_empty_one(tmp_path, capsys):
+    from nanochat.tokenizer import Tokenizer
+    from scripts import tok_train
+    path = tmp_path / "corpus.txt"
+    make_txt(path, [f"The {w} jumped over the lazy dog number {i}." for i, w in enumerate(["fox", "cat"] * 200)])
+    tok_train.main(["--data", str(path), "--vocab-size", "300", "--output-dir", str(tmp_path / "tok")])
+    assert "trained on" in capsys.readouterr().out
+    tok = Tokenizer.from_directory(str(tmp_path / "tok"))
+    assert tok.get_vocab_size() == 300 and len(tok.encode("The fox jumped")) < len("The fox jumped")
+    blank = tmp_path / "blank.txt"
+    blank.write_text("\n\n   \n\n" * 100)
+    with pytest.raises(UserError, match="no documents"):  # fails before training, not inside rustbpe
+        tok_train.main(["--data", str(blank), "--output-dir", str(tmp_path / "tok2")])
+    with pytest.raises(UserError, match="too small"):  # a clear message, not a ValueError traceback
+        tok_train.main(["--data", str(path), "--vocab-size", "100000", "--output-dir", str(tmp_path / "tok3")])
