@@ -48,32 +48,25 @@ def chunk_text(text: str, max_chars: int = 2000) -> list[str]:
 
     Why short documents: the loader starts every row at a document start and drops what does not fit, so at the
     CPU context of 512 tokens (~2000 characters) a 50k-character novel would lose almost all its text."""
-    docs, current, size = [], [], 0
-    for piece in _pieces(text, max_chars):
-        if current and size + len(piece) > max_chars:
-            docs.append(_join(current))
-            current, size = [], 0
-        current.append(piece)
-        size += len(piece) + 2
-    if current:
-        docs.append(_join(current))
-    return docs
-
-
-def _join(pieces: list[str]) -> str:
-    return "\n\n".join(pieces)
+    return _pack(_pieces(text, max_chars), max_chars)
 
 
 def group_entries(entries, max_chars: int = 2000) -> list[str]:
     """Join consecutive dictionary entries into documents of up to ~max_chars (a 200-char entry is too short to
-    be worth its own bos token)."""
+    be worth its own bos token); an entry longer than max_chars is chunked first."""
+    pieces = (piece for e in entries for piece in (chunk_text(e, max_chars) if len(e) > max_chars else [e]))
+    return _pack(pieces, max_chars)
+
+
+def _pack(pieces, max_chars: int) -> list[str]:
+    """Join consecutive pieces with blank lines into documents, starting a new one before max_chars is passed."""
     docs, current, size = [], [], 0
-    for entry in (piece for e in entries for piece in (chunk_text(e, max_chars) if len(e) > max_chars else [e])):
-        if current and size + len(entry) > max_chars:
+    for piece in pieces:
+        if current and size + len(piece) > max_chars:
             docs.append("\n\n".join(current))
             current, size = [], 0
-        current.append(entry)
-        size += len(entry) + 2
+        current.append(piece)
+        size += len(piece) + 2
     if current:
         docs.append("\n\n".join(current))
     return docs
