@@ -6,8 +6,10 @@ that memory stays bounded whatever the file size.
     flock /tmp/bench.lock python -m dev.bench_stream_txt --size-gb 4 --loader-batches 2000
 
 The file is made from the offline shards (documents repeated in a different seeded order each pass, with a few
-invalid UTF-8 bytes sprinkled in). Each stage runs in its own process; its peak RSS is read from the kernel
-(ru_maxrss of the child). A baseline process that only imports torch and nanochat shows the fixed overhead.
+invalid UTF-8 bytes sprinkled in). Each stage runs in its own process, which reports its own peak RSS (VmHWM,
+through nanochat.common.peak_rss_bytes) as it exits. Not the child's ru_maxrss from wait4: on Linux that survives
+fork+exec, so every child would report at least this process's peak (the ~1 GB of documents that make_file holds).
+A baseline process that only imports torch and nanochat shows the fixed overhead.
 """
 
 import argparse
@@ -38,21 +40,33 @@ def make_file(path: str, size_bytes: int):
     os.replace(path + ".tmp", path)
 
 
-def run(cmd: list[str]) -> tuple[float, int, str]:
-    """Run a command; return (seconds, its own peak RSS in bytes, the last lines of its output)."""
+# Runs a module or a snippet in this Python and prints its own peak RSS (VmHWM) as the very last line at exit.
+CHILD = """
+import atexit, runpy, sys
+from nanochat.common import peak_rss_bytes
+atexit.register(lambda: print(f"PEAK_RSS {peak_rss_bytes()}", flush=True))
+kind, what, sys.argv = sys.argv[1], sys.argv[2], sys.argv[2:]
+runpy.run_module(what, run_name="__main__") if kind == "-m" else exec(what, {"__name__": "__main__"})
+"""
+
+
+def run(kind: str, what: str, *args: str) -> tuple[float, int, str]:
+    """Run `python -m what args` (kind "-m") or a snippet (kind "-c"); return (seconds, the child's own peak RSS
+    in bytes, the last lines of its output)."""
     t0 = time.time()
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    out = proc.stdout.read()
-    _, status, usage = os.wait4(proc.pid, 0)  # this child's rusage alone (ru_maxrss in KiB on Linux)
-    proc.returncode = os.waitstatus_to_exitcode(status)
-    if proc.returncode != 0:
-        sys.exit(f"{' '.join(cmd)} failed:\n{out[-2000:]}")
+    proc = subprocess.run([sys.executable, "-c", CHILD, kind, what, *args], stdout=subprocess.PIPE,
+                          stderr=subprocess.STDOUT, text=True)
+    out = proc.stdout
+    if proc.returncode != 0 or "PEAK_RSS" not in out:
+        sys.exit(f"{kind} {what[:60]} {' '.join(args)} failed:\n{out[-2000:]}")
+    out, peak = out.rsplit("PEAK_RSS ", 1)
     lines = [l for l in out.replace("\r", "\n").splitlines() if l.strip() and "/s]" not in l]
-    return time.time() - t0, usage.ru_maxrss * 1024, "\n".join(lines[-6:])
+    return time.time() - t0, int(peak), "\n".join(lines[-6:])
 
 
 LOADER_CHILD = """
-import sys, time, resource
+import sys, time
+from nanochat.common import peak_rss_bytes
 from nanochat.tokenizer import Tokenizer
 from nanochat.dataloader import tokenizing_distributed_data_loader, drop_share
 tok = Tokenizer.from_directory(sys.argv[1])
@@ -61,7 +75,7 @@ t0 = time.time()
 for i in range(int(sys.argv[4])):
     x, y, state = next(loader)
     if i in (10, int(sys.argv[4]) - 1):
-        print(f"batch {i}: rss {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MiB, read up to byte {state['next'][1]:,}")
+        print(f"batch {i}: peak RSS {peak_rss_bytes() / 2**20:.0f} MiB, read up to byte {state['next'][1]:,}")
 print(f"{int(sys.argv[4]) * 8 * 512 / (time.time() - t0):,.0f} tok/s, dropped {drop_share(state):.1%}")
 """
 
@@ -80,15 +94,14 @@ def main():
         make_file(args.path, size)
     print(f"file: {args.path}, {os.path.getsize(args.path) / 2**30:.2f} GiB")
 
-    py = sys.executable
-    sec, rss, _ = run([py, "-c", "import torch, nanochat.dataloader, nanochat.tokenizer"])
+    sec, rss, _ = run("-c", "import torch, nanochat.dataloader, nanochat.tokenizer")
     print(f"baseline (imports only):       peak RSS {rss / 2**20:6.0f} MiB")
-    sec, rss, out = run([py, "-m", "scripts.tok_train", "--data", args.path, "--vocab-size", str(args.vocab_size),
-                         "--max-chars", str(10 * size), "--output-dir", args.tokenizer_dir])
+    sec, rss, out = run("-m", "scripts.tok_train", "--data", args.path, "--vocab-size", str(args.vocab_size),
+                       "--max-chars", str(10 * size), "--output-dir", args.tokenizer_dir)
     print(f"tok_train on the whole file:   peak RSS {rss / 2**20:6.0f} MiB, {sec:.0f}s\n    "
           + out.replace("\n", "\n    "))
     for split in ("train", "val"):
-        sec, rss, out = run([py, "-c", LOADER_CHILD, args.tokenizer_dir, args.path, split, str(args.loader_batches)])
+        sec, rss, out = run("-c", LOADER_CHILD, args.tokenizer_dir, args.path, split, str(args.loader_batches))
         print(f"loader ({split}, {args.loader_batches} batches): peak RSS {rss / 2**20:6.0f} MiB, {sec:.0f}s\n    "
               + out.replace("\n", "\n    "))
 
