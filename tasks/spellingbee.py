@@ -70,7 +70,9 @@ def split_of(word: str) -> str:
 
 
 class _WordTask(Task):
-    def __init__(self, split: str, size: int, seed: int):
+    """Generated questions about words of the list: `size` examples, example i drawn from a seed of (seed, split, i)."""
+
+    def __init__(self, split: str, size: int = 1000, seed: int = 42):
         super().__init__(split)
         if split == "validation":
             raise ValueError(f"{self.name} has train and test splits only")
@@ -91,9 +93,6 @@ class _WordTask(Task):
 class SpellingBee(_WordTask):
     name = "SpellingBee"
     eval_type = "generative"
-
-    def __init__(self, split: str, size: int = 1000, seed: int = 42):
-        super().__init__(split, size, seed)
 
     def get_example(self, index: int) -> dict:
         rng = self._rng(index)
@@ -128,9 +127,6 @@ class SpellingBee(_WordTask):
 class SpellWord(_WordTask):
     name = "SpellWord"
     eval_type = "generative"
-
-    def __init__(self, split: str, size: int = 1000, seed: int = 42):
-        super().__init__(split, size, seed)
 
     def get_example(self, index: int) -> dict:
         rng = self._rng(index)
