@@ -97,11 +97,12 @@ class _Producer(threading.Thread):
         head = self.head
         while True:
             positions, texts, found = [], [], False
+            whole_pass = head["next"] == [0, 0, 0]  # a pass from the start that finds nothing will never find any
             for pos, nxt, text in iter_documents(start=head["next"], files=self.files):
-                found = True
                 mine = head["doc_index"] % self.world_size == self.rank
                 head = {"epoch": head["epoch"], "next": nxt, "doc_index": head["doc_index"] + 1}
                 if mine:
+                    found = True
                     positions.append(pos)
                     texts.append(text)
                 if len(texts) == self.batch_docs:
@@ -110,8 +111,9 @@ class _Producer(threading.Thread):
                     positions, texts = [], []
             if texts and not self.emit(positions, texts, head, bos):
                 return
-            if not found and head["next"] == [0, 0, 0]:
-                raise UserError(f"the {self.label} has no documents: nothing to train on. Check the data source.")
+            if not found and whole_pass:
+                mine = f" for rank {self.rank} of {self.world_size}" if self.world_size > 1 else ""
+                raise UserError(f"the {self.label} has no documents{mine}: nothing to train on. Check the data source.")
             head = {"epoch": head["epoch"] + 1, "next": [0, 0, 0], "doc_index": 0}  # next epoch
 
     def emit(self, positions, texts, head, bos) -> bool:

@@ -12,6 +12,7 @@ import pytest
 
 from nanochat.common import UserError
 from nanochat.dataloader import _Buffer, drop_share, tokenizing_distributed_data_loader
+from nanochat.dataset import iter_documents
 from nanochat.tokenizer import SPLIT_PATTERN, Tokenizer
 
 
@@ -104,3 +105,13 @@ def test_bad_state_and_empty_corpus(tok, tmp_path, corpus):
     blank.write_text("\n\n   \n\n" * 1000)
     with pytest.raises(UserError, match="no documents"):
         next(tokenizing_distributed_data_loader(tok, 2, 32, "train", source=str(blank)))
+
+
+def test_a_rank_without_documents_fails_instead_of_hanging(tok, tmp_path, monkeypatch):
+    path = tmp_path / "two.txt"
+    path.write_text("x" * 100 + "\n\nv" * 3)  # the last 10% of the bytes are validation: train holds 1 document
+    assert len(list(iter_documents(str(path), "train"))) == 1
+    monkeypatch.setenv("RANK", "1")
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    with pytest.raises(UserError, match="no documents for rank 1 of 2"):
+        next(tokenizing_distributed_data_loader(tok, 2, 32, "train", source=str(path)))
