@@ -8,7 +8,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 VENV=${VENV:-.venv}
 TORCH_SPEC=${TORCH_SPEC:-torch==2.13.0}
-EXTRAS=${EXTRAS:-test}
+EXTRAS=${EXTRAS-test}   # EXTRAS="" installs without the test tools
 export PATH="$HOME/.cargo/bin:$PATH"
 
 if ! command -v cargo >/dev/null; then
@@ -40,5 +40,5 @@ fi
 python -m pip install -q --upgrade pip
 python -c "import torch" 2>/dev/null || python -m pip install -q "$TORCH_SPEC"
 python -m pip install -q "maturin>=1.5,<2"
-python -m pip install -q --no-build-isolation -e ".[${EXTRAS}]"
+python -m pip install -q --no-build-isolation -e ".${EXTRAS:+[$EXTRAS]}"
 python -c "import rustbpe, nanochat, torch; print(f'installed nanochat-cpu into $VENV (torch {torch.__version__})')"
