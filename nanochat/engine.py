@@ -307,7 +307,8 @@ class Engine:
 
     def __init__(self, model, tokenizer, autocast=None, compile: bool = False):
         self.model = model
-        # torch.compile fuses the decode step's many small ops; prefill (a new shape each time) stays eager.
+        # torch.compile fuses the decode step's many small ops. Only batch-1 decoding uses it: it measured faster
+        # there (dev/bench_infer.py) but slower and erratic at batch 8; prefill (a new shape each time) stays eager.
         # dynamic=True: the cache length grows every step and must not trigger a compile per length.
         self.decode_model = torch.compile(model, dynamic=True) if compile else model
         self.tokenizer = tokenizer
@@ -322,7 +323,7 @@ class Engine:
 
     def _forward(self, ids: torch.Tensor, cache: KVCache) -> torch.Tensor:
         """Logits of the last position, (B, V)."""
-        model = self.decode_model if ids.size(1) == 1 else self.model
+        model = self.decode_model if ids.shape == (1, 1) else self.model
         with self.autocast:
             return model(ids, kv_cache=cache)[:, -1, :]
 
