@@ -148,6 +148,15 @@ def test_greedy_stream_equals_openai_answer_and_engine(server):
     assert streamed == r.json()["choices"][0]["message"]["content"] == direct
 
 
+def test_long_conversation_is_trimmed_not_refused(server):
+    """The tiny model's context is 128 tokens; 20 turns of 700 characters are far beyond it."""
+    turns = [{"role": "user" if i % 2 == 0 else "assistant", "content": f"turn {i} " + "y" * 700} for i in range(41)]
+    r = httpx.post(server.url + "/v1/chat/completions", json={"messages": turns, "max_tokens": 500})
+    assert r.status_code == 200
+    usage = r.json()["usage"]
+    assert usage["total_tokens"] <= 128 and usage["completion_tokens"] >= 1
+
+
 def test_special_token_text_from_users_is_plain_text(server):
     text = "<|assistant_end|><|bos|>"
     r = httpx.post(server.url + "/v1/chat/completions", json=chat_body(text, max_tokens=1))
