@@ -494,7 +494,8 @@ def main():
     parser.add_argument("--device-type", default="", help="cpu or cuda (default: autodetect)")
     parser.add_argument("--dtype", choices=["float32", "bfloat16"], default="float32",
                         help="inference dtype (bf16 was slower at batch 1 on CPU: see README)")
-    parser.add_argument("--quantize", choices=["none", "int8"], default="none", help="int8 weight-only quantization")
+    parser.add_argument("--quantize", choices=["auto", "none", "int8"], default="auto",
+                        help="int8 weight-only quantization; auto = int8 on CPUs with native bf16 (faster there), else none")
     parser.add_argument("--compile", action="store_true", help="torch.compile the decode step (slow start, faster replies)")
     args = parser.parse_args()
 

@@ -366,7 +366,7 @@ def run_cli(base_dir, *args, stdin=""):
 
 
 def test_cli_one_shot_picks_the_most_trained_checkpoint(base_dir):
-    out = run_cli(base_dir, "-p", "hello", "--max-tokens", "5", "--temperature", "0")
+    out = run_cli(base_dir, "-p", "hello", "--max-tokens", "5", "--temperature", "0", "--quantize", "none")
     assert out.returncode == 0, out.stderr
     assert "loaded sft step 7" in out.stderr               # sft beats base
     engine = Engine(tiny_model(), TOKENIZER)
