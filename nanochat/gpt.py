@@ -316,6 +316,7 @@ def measure_matmul_flops(device, dtype: torch.dtype, n: int = 1024, seconds: flo
     tabled peak would flatter or insult depending on the load). n=1024 squares reach the peak on 2 AMX cores."""
     import time
     from nanochat.common import synchronize
+    device = torch.device(device)
     a = torch.randn(n, n, device=device, dtype=dtype)
     b = torch.randn(n, n, device=device, dtype=dtype)
     for _ in range(2):
