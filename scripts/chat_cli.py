@@ -9,7 +9,13 @@ In the interactive chat: `clear` starts a new conversation, `quit` (or Ctrl-D) e
 being written (press it again at the prompt to exit). Long conversations drop their oldest turns to fit the context.
 """
 
-import argparse
+import os
+
+# Before torch starts its OpenMP threads: idle threads sleep instead of spinning. Decoding runs many tiny parallel
+# regions; with busy-waiting, 2 threads on a CPU that other processes also use fell to ~4 tok/s (dev/bench_infer.py).
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+import argparse  # noqa: E402
 import sys
 
 from nanochat.common import UserError, compute_init

@@ -17,10 +17,15 @@ Requests beyond the workers wait in a bounded queue; when it is full (or the wai
 503 with Retry-After. A client that disconnects stops its generation and frees its worker.
 """
 
-import argparse
+import os
+
+# Before torch starts its OpenMP threads: idle threads sleep instead of spinning. Decoding runs many tiny parallel
+# regions; with busy-waiting, 2 threads on a CPU that other processes also use fell to ~4 tok/s (dev/bench_infer.py).
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+import argparse  # noqa: E402
 import asyncio
 import json
-import os
 import random
 import threading
 import time
