@@ -8,7 +8,9 @@ on the same cores, so we know data loading is never the bottleneck (target: load
 
 The loader runs alone first (its background tokenizer thread plus the packing in the main thread), then a few
 depth-4 forward/backward/optimizer steps are timed with the same batch shape. The share of tokens dropped is
-measured after the first batch, once the document buffer is full (steady state).
+measured after the first batch, once the document buffer is full; it is only the steady-state figure when the
+buffer turns over many times (batches x B x T tokens >> buffer size x mean document length): a buffer that is
+large against the run defers its hardest-to-place documents past the end and looks better than it is.
 """
 
 import argparse
@@ -61,7 +63,7 @@ def main():
     parser.add_argument("--tokenizer-dir", default=None, help="trained tokenizer (default: <base>/tokenizer)")
     parser.add_argument("--batch-size", type=int, default=8, help="rows per batch (B)")
     parser.add_argument("--seq-len", type=int, default=512, help="tokens per row (T)")
-    parser.add_argument("--batches", type=int, default=400, help="loader batches to time")
+    parser.add_argument("--batches", type=int, default=400, help="loader batches to time (for the drop share, enough that the buffer turns over many times)")
     parser.add_argument("--buffer-size", type=int, nargs="+", default=[1000],
                         help="documents in the best-fit buffer; several values are timed one after the other")
     parser.add_argument("--threads", type=int, default=2, help="tokenizer threads (and torch threads)")
