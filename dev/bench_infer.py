@@ -184,7 +184,7 @@ def main():
     parser.add_argument("--decode-tokens", type=int, default=128, help="tokens generated per run")
     parser.add_argument("--repeats", type=int, default=5, help="timed runs per measurement (after one warm-up)")
     parser.add_argument("--threads", type=int, default=1, help="torch threads (variants ending in -2t use 2)")
-    parser.add_argument("--out", default="bench_infer.jsonl", help="JSON lines are also appended here ('' = no file)")
+    parser.add_argument("--out", default="", help="also append the JSON lines to this file (default: stdout only)")
     parser.add_argument("--bpb-only", action="store_true", help="only compare val bpb of fp32 / bf16 / int8")
     parser.add_argument("--bpb", action="store_true", help="also compare val bpb (needs a trained checkpoint)")
     parser.add_argument("--bpb-source", default="base", help="checkpoint stage for the bpb comparison")
