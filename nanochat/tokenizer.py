@@ -12,6 +12,7 @@ text, never a control token. Control tokens only enter through render_conversati
 import copy
 import os
 import pickle
+import re
 
 import tiktoken
 import torch
@@ -54,7 +55,19 @@ class Tokenizer:
             raise ValueError(f"vocab_size={vocab_size} is too small: it must be at least {minimum} "
                              f"(256 byte tokens + {len(SPECIAL_TOKENS)} special tokens)")
         trainer = rustbpe.Tokenizer()
-        trainer.train_from_iterator(text_iterator, vocab_size - len(SPECIAL_TOKENS), pattern=pattern)
+        try:
+            trainer.train_from_iterator(text_iterator, vocab_size - len(SPECIAL_TOKENS), pattern=pattern)
+        except ValueError as e:
+            # rustbpe counts tokens without our specials: restate its limit in the caller's terms.
+            if "corpus is empty" in str(e):
+                raise ValueError("the training corpus is empty: the text iterator gave no texts") from None
+            reachable = re.search(r"only has pairs for (\d+) tokens", str(e))
+            if reachable is None:
+                raise
+            limit = int(reachable.group(1)) + len(SPECIAL_TOKENS)
+            raise ValueError(f"the training text is too small for vocab_size={vocab_size}: it supports at most "
+                             f"{limit} tokens (with the {len(SPECIAL_TOKENS)} special tokens); give more text or a "
+                             f"vocab_size <= {limit}") from None
         ranks = {bytes(token): rank for token, rank in trainer.get_mergeable_ranks()}
         return cls(trainer.get_pattern(), ranks)
 

@@ -121,3 +121,10 @@ def test_training_is_deterministic():
     a = Tokenizer.train_from_iterator(iter(CORPUS), vocab_size=300)
     b = Tokenizer.train_from_iterator(iter(CORPUS), vocab_size=300)
     assert a.mergeable_ranks == b.mergeable_ranks and a.pattern == b.pattern == SPLIT_PATTERN
+
+
+def test_too_small_corpus_states_the_limit_with_special_tokens():
+    # "abc" has 2 pairs: 256 bytes + 2 merges + 9 specials = 267 tokens at most
+    with pytest.raises(ValueError, match=r"vocab_size=300: it supports at most 267 tokens.*vocab_size <= 267"):
+        Tokenizer.train_from_iterator(iter(["abc"]), vocab_size=300)
+    assert Tokenizer.train_from_iterator(iter(["abc"]), vocab_size=267).get_vocab_size() == 267
