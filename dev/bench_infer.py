@@ -12,9 +12,9 @@ depend on the weights), vocab 8192, context 512, a 32-token prompt, 128 decoded 
 every run decodes exactly that many. Batch 8 = 8 samples of one prompt (prefill once), temperature 1, top-k 50.
 
 Each (depth, variant) runs in its own process (so its peak RSS is its own; a compiled variant's compile time is
-its warm-up), with OMP_WAIT_POLICY=PASSIVE as the chat scripts set it: with OpenMP's default busy-waiting, two
-torch threads on a CPU that other processes also use collapsed to ~4 tok/s (the -spin variant shows it).
-Inside, the measurement is repeated and the median and the best are reported: other processes on the
+its warm-up). Threads: 1 (--threads) unless the variant ends in -2t. With OpenMP's default busy-waiting, 2 threads
+were the fastest on an idle machine but fell to ~4 tok/s when another process kept both cores busy; -passive shows
+OMP_WAIT_POLICY=PASSIVE, which avoids that collapse but was slower than 1 thread. Inside, the measurement is repeated and the median and the best are reported: other processes on the
 machine slow single runs down, the best run shows what the code can do, the median what to expect under load.
 One JSON line per result goes to stdout (and --out); a table follows.
 """
@@ -37,7 +37,7 @@ VARIANTS = {
     "compile": "KV cache, fp32, decode step compiled with torch.compile(dynamic=True)",
     "int8+compile": "int8 weights + compiled decode step",
     "int8-2t": "as int8, with 2 torch threads",
-    "int8-2t-spin": "as int8-2t, with OpenMP's default busy-waiting threads instead of OMP_WAIT_POLICY=PASSIVE",
+    "int8-2t-passive": "as int8-2t, with OMP_WAIT_POLICY=PASSIVE (idle OpenMP threads sleep instead of spinning)",
     "int8+compile-2t": "as int8+compile, with 2 torch threads",
 }
 BASELINE_TOK_S = {4: 165.0, 6: 103.0}   # public nanochat's Engine on this machine kind (batch 1, greedy, fp32)
@@ -80,7 +80,7 @@ def time_generation(steps):
 def worker(depth, variant, args):
     import torch
     from nanochat.common import peak_rss_bytes
-    variant = variant.removesuffix("-spin")
+    variant = variant.removesuffix("-passive")
     torch.set_num_threads(2 if variant.endswith("-2t") else args.threads)
     variant = variant.removesuffix("-2t")
     torch.manual_seed(0)
@@ -206,10 +206,7 @@ def main():
         for variant in args.variants:
             print(f"# depth {depth}, {variant}: {VARIANTS[variant]}", file=sys.stderr, flush=True)
             cmd = [sys.executable, "-m", "dev.bench_infer", "--worker", str(depth), variant, *passthrough]
-            # As chat_cli / chat_web do: idle OpenMP threads sleep instead of spinning (see the module docstring).
-            env = dict(os.environ, OMP_WAIT_POLICY=os.environ.get("OMP_WAIT_POLICY", "PASSIVE"))
-            if variant.endswith("-spin"):
-                env.pop("OMP_WAIT_POLICY")
+            env = dict(os.environ, OMP_WAIT_POLICY="PASSIVE") if variant.endswith("-passive") else None
             proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
             if proc.returncode != 0:
                 print(f"# FAILED: {' '.join(cmd)}\n{proc.stderr[-2000:]}", file=sys.stderr)

@@ -9,14 +9,10 @@ In the interactive chat: `clear` starts a new conversation, `quit` (or Ctrl-D) e
 being written (press it again at the prompt to exit). Long conversations drop their oldest turns to fit the context.
 """
 
-import os
-
-# Before torch starts its OpenMP threads: idle threads sleep instead of spinning. Decoding runs many tiny parallel
-# regions; with busy-waiting, 2 threads on a CPU that other processes also use fell to ~4 tok/s (dev/bench_infer.py).
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-
-import argparse  # noqa: E402
+import argparse
 import sys
+
+import torch
 
 from nanochat.common import UserError, compute_init
 from nanochat.engine import fit_conversation, load_engine
@@ -58,6 +54,9 @@ def main():
     parser.add_argument("--dtype", choices=["float32", "bfloat16"], default="float32", help="inference dtype")
     parser.add_argument("--quantize", choices=["auto", "none", "int8"], default="auto",
                         help="int8 weight-only quantization; auto = int8 on CPUs with native bf16 (faster there), else none")
+    parser.add_argument("--threads", type=int, default=1,
+                        help="torch threads (1: never slowed down by other busy processes; 2 can be faster on an idle "
+                             "machine, see README)")
     parser.add_argument("--compile", action="store_true", help="torch.compile the decode step (slow start)")
     args = parser.parse_args()
     if not 0 <= args.temperature <= 2:
@@ -66,6 +65,9 @@ def main():
         raise UserError("--top-k must be >= 0 and --max-tokens >= 1")
 
     _, _, _, _, device = compute_init(args.device_type)
+    if device.type == "cpu":
+        # Decoding one token is a chain of tiny ops: extra threads mostly wait for each other (dev/bench_infer.py).
+        torch.set_num_threads(max(1, args.threads))
     engine, name = load_engine(args.source, args.model_tag, args.step, device, args.dtype, args.quantize, args.compile)
 
     if args.prompt is not None:

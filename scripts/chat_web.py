@@ -17,15 +17,10 @@ Requests beyond the workers wait in a bounded queue; when it is full (or the wai
 503 with Retry-After. A client that disconnects stops its generation and frees its worker.
 """
 
-import os
-
-# Before torch starts its OpenMP threads: idle threads sleep instead of spinning. Decoding runs many tiny parallel
-# regions; with busy-waiting, 2 threads on a CPU that other processes also use fell to ~4 tok/s (dev/bench_infer.py).
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-
-import argparse  # noqa: E402
+import argparse
 import asyncio
 import json
+import os
 import random
 import threading
 import time
@@ -501,19 +496,23 @@ def main():
                         help="inference dtype (bf16 was slower at batch 1 on CPU: see README)")
     parser.add_argument("--quantize", choices=["auto", "none", "int8"], default="auto",
                         help="int8 weight-only quantization; auto = int8 on CPUs with native bf16 (faster there), else none")
+    parser.add_argument("--threads", type=int, default=1,
+                        help="torch threads (1: never slowed down by other busy processes; 2 can be faster on an idle "
+                             "machine, see README)")
     parser.add_argument("--compile", action="store_true", help="torch.compile the decode step (slow start, faster replies)")
     args = parser.parse_args()
 
     import torch
     import uvicorn
-    from nanochat.common import UserError, compute_init, logger, physical_cores
+    from nanochat.common import UserError, compute_init, logger
     from nanochat.engine import load_engine
     if args.num_workers < 1:
         raise UserError("--num-workers must be at least 1")
     _, _, _, _, device = compute_init(args.device_type)
-    if device.type == "cpu" and "OMP_NUM_THREADS" not in os.environ:
-        # Workers run side by side: split the cores between them instead of oversubscribing.
-        torch.set_num_threads(max(1, physical_cores() // args.num_workers))
+    if device.type == "cpu":
+        # Decoding one token is a chain of tiny ops: extra threads mostly wait for each other, and spinning OpenMP
+        # threads collapse when other processes (or other workers) use the cores (dev/bench_infer.py).
+        torch.set_num_threads(max(1, args.threads))
     engine, name = load_engine(args.source, args.model_tag, args.step, device, args.dtype, args.quantize, args.compile)
     if args.compile:
         logger.info("compiling the decode step (one short generation)...")
