@@ -39,18 +39,22 @@ def tiny_model(seq_len=128):
 
 
 class SlowModel(torch.nn.Module):
-    """The tiny model plus a pause per forward: a reply of a few hundred tokens takes seconds."""
+    """The tiny model plus a pause per forward: a reply of a few hundred tokens takes seconds.
+    never_stop=True also hides the stop tokens, so a reply always runs to max_tokens."""
 
-    def __init__(self, model, pause_s):
+    def __init__(self, model, pause_s, never_stop=False):
         super().__init__()
         self.inner, self.pause_s, self.config = model, pause_s, model.config
+        self.hidden = [TOKENIZER.encode_special(t) for t in ("<|bos|>", "<|assistant_end|>")] if never_stop else []
 
     def get_device(self):
         return self.inner.get_device()
 
     def forward(self, idx, kv_cache=None):
         time.sleep(self.pause_s)
-        return self.inner(idx, kv_cache=kv_cache)
+        logits = self.inner(idx, kv_cache=kv_cache)
+        logits[..., self.hidden] = float("-inf")
+        return logits
 
 
 class LiveServer:
@@ -291,7 +295,8 @@ def test_16_concurrent_streams_on_2_workers_complete_or_get_503():
 
 
 def test_disconnect_frees_the_worker():
-    live = LiveServer(Engine(SlowModel(tiny_model(seq_len=1024), 0.01), TOKENIZER), num_workers=1, queue_size=0)
+    live = LiveServer(Engine(SlowModel(tiny_model(seq_len=1024), 0.01, never_stop=True), TOKENIZER), num_workers=1,
+                      queue_size=0)
     try:
         body = chat_body(max_tokens=900, temperature=1.0)
         with httpx.stream("POST", live.url + "/chat/completions", json=body, timeout=30) as r:

@@ -29,7 +29,8 @@ if CHROMIUM is None:
 @pytest.fixture(scope="module")
 def server():
     # A short pause per token, so the page is seen mid-stream.
-    live = LiveServer(Engine(SlowModel(tiny_model(seq_len=256), 0.01), TOKENIZER), num_workers=1, queue_size=0)
+    live = LiveServer(Engine(SlowModel(tiny_model(seq_len=256), 0.01, never_stop=True), TOKENIZER), num_workers=1,
+                      queue_size=0)
     yield live
     live.stop()
 
