@@ -514,8 +514,9 @@ def load_engine(source: str | None, model_tag: str | None, step: int | None, dev
     """Load a checkpoint (best available stage unless `source` is given) and wrap it in an Engine.
 
     dtype "float32" or "bfloat16" (weights and activations); quantize "int8" stores the linears' weights as int8
-    (activations in bf16 on CPUs with native bf16, else fp32), "auto" = int8 on CPUs with native bf16 (where torch's
-    int8 kernel is fast: 1.2-2.5x the fp32 decode speed in dev/bench_infer.py), else none.
+    (activations in bf16 on CPUs with native bf16, else fp32), "auto" = int8 on CPUs with native bf16, where torch's
+    int8 kernel is fast (dev/bench_infer.py: depth 6 decodes 1.3-2.5x faster than fp32, depth 4 about as fast; with the
+    compiled decode step int8 is the fastest at both), else none.
     Returns (engine, "sft d4 step 700, int8 ..." style name).
     """
     from nanochat.checkpoint_manager import load_model
