@@ -274,20 +274,30 @@ def fit_conversation(tokenizer, conversation: dict, max_prompt_tokens: int) -> t
     if messages and messages[-1].get("role") == "assistant":
         messages.pop()
     first = 1 if messages and messages[0].get("role") == "system" else 0
-    dropped = 0
-    while True:
-        ids = tokenizer.render_for_completion({"messages": messages})
-        if len(ids) <= max_prompt_tokens:
-            return ids, dropped
-        if len(messages) - first <= 1:
-            break
-        del messages[first:first + 2]   # one user turn and the assistant reply to it
-        dropped += 2
+    pairs = max(0, (len(messages) - first - 1) // 2)   # user + assistant pairs before the last user message
+    rendered = {}
+
+    def render(k):   # the prompt with the oldest k pairs dropped
+        if k not in rendered:
+            rendered[k] = tokenizer.render_for_completion({"messages": messages[:first] + messages[first + 2 * k:]})
+        return rendered[k]
+
+    # The prompt shrinks as more pairs are dropped: binary-search the fewest drops that fit. A server request may
+    # carry hundreds of messages, and dropping one pair at a time re-rendered the whole chat hundreds of times.
+    if len(render(0)) <= max_prompt_tokens:
+        return render(0), 0                           # the usual case: everything fits, one render
+    lo, hi = min(1, pairs), pairs
+    while lo < hi:
+        mid = (lo + hi) // 2
+        lo, hi = (lo, mid) if len(render(mid)) <= max_prompt_tokens else (mid + 1, hi)
+    ids = render(lo)
+    if len(ids) <= max_prompt_tokens:
+        return ids, 2 * lo
     # One user message (plus system) that does not fit: keep the end of it, where the question usually is.
     # Layout: bos, user_start, content..., user_end, assistant_start.
     keep = max_prompt_tokens - 4
     content = ids[2:-2][-keep:]
-    return ids[:2] + content + ids[-2:], dropped
+    return ids[:2] + content + ids[-2:], 2 * lo
 
 
 # -----------------------------------------------------------------------------
@@ -337,6 +347,13 @@ class Engine:
             raise ValueError(f"the prompt has {len(tokens)} tokens but the model's context is {self.context_len}: "
                              "shorten it (fit_conversation drops the oldest turns)")
         return list(tokens)
+
+    def fit_prompt(self, messages: list[dict], max_tokens: int) -> tuple[list[int], int, int]:
+        """Prompt ids for the assistant's reply to `messages`, leaving room for up to max_tokens of reply (but at least
+        half the context for the prompt). Returns (ids, max_tokens that fit after them, messages dropped)."""
+        reply_room = min(max_tokens, self.context_len // 2)
+        ids, dropped = fit_conversation(self.tokenizer, {"messages": messages}, self.context_len - reply_room)
+        return ids, min(max_tokens, self.context_len - len(ids)), dropped
 
     @torch.inference_mode()
     def generate(self, tokens, num_samples: int = 1, max_tokens: int | None = None, temperature: float = 1.0,

@@ -15,18 +15,16 @@ import sys
 import torch
 
 from nanochat.common import UserError, compute_init
-from nanochat.engine import fit_conversation, load_engine
+from nanochat.engine import load_engine
 
 
 def reply(engine, conversation: list[dict], args) -> str:
     """Stream one answer to stdout; Ctrl-C stops it (what was written so far is kept)."""
-    context = engine.context_len
-    prompt, dropped = fit_conversation(engine.tokenizer, {"messages": conversation},
-                                       context - min(args.max_tokens, context // 2))
+    prompt, max_tokens, dropped = engine.fit_prompt(conversation, args.max_tokens)
     if dropped:
-        print(f"[the oldest {dropped} messages no longer fit the {context}-token context and were left out]")
-    stream = engine.stream(prompt, max_tokens=min(args.max_tokens, context - len(prompt)),
-                           temperature=args.temperature, top_k=args.top_k or None, seed=args.seed)
+        print(f"[the oldest {dropped} messages no longer fit the {engine.context_len}-token context and were left out]")
+    stream = engine.stream(prompt, max_tokens=max_tokens, temperature=args.temperature, top_k=args.top_k or None,
+                           seed=args.seed)
     pieces = []
     try:
         for piece in stream:

@@ -34,7 +34,7 @@ from fastapi.responses import HTMLResponse, JSONResponse, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, model_validator
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from nanochat.engine import Engine, fit_conversation
+from nanochat.engine import Engine
 
 # -----------------------------------------------------------------------------
 # Limits (each one returns a documented 4xx)
@@ -324,7 +324,6 @@ class WorkerPool:
 def create_app(engine: Engine, num_workers: int = 1, model_name: str = "nanochat", queue_size: int = QUEUE_SIZE,
                queue_timeout: float = QUEUE_TIMEOUT_S) -> FastAPI:
     """The server around an Engine; tests pass a tiny in-memory model, main() one loaded from a checkpoint."""
-    tokenizer = engine.tokenizer
     pool = WorkerPool(engine, num_workers, queue_size, queue_timeout)
     app = FastAPI(title="nanochat-cpu chat server", version="1.0",
                   description="nanochat's streaming chat API and an OpenAI-compatible chat API")
@@ -333,16 +332,9 @@ def create_app(engine: Engine, num_workers: int = 1, model_name: str = "nanochat
     app.add_middleware(BodySizeLimit, max_bytes=MAX_BODY_BYTES)
     app.state.pool = pool
 
-    def prepare(conversation: list[dict], max_tokens: int) -> tuple[list[int], int]:
-        """Prompt ids that fit the context with room for the reply; oldest turns are dropped first."""
-        context = engine.context_len
-        reply_room = min(max_tokens, context // 2)
-        ids, _ = fit_conversation(tokenizer, {"messages": conversation}, context - reply_room)
-        return ids, min(max_tokens, context - len(ids))
-
     async def start(conversation, max_tokens, params):
         """Acquire a worker (503 if none) and return the event iterator."""
-        prompt, max_tokens = prepare(conversation, max_tokens)
+        prompt, max_tokens, _ = engine.fit_prompt(conversation, max_tokens)   # oldest turns dropped to fit
         worker = await pool.acquire()
         params = dict(params, max_tokens=max_tokens)
         if params.get("seed") is None:

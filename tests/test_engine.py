@@ -241,6 +241,34 @@ def test_fit_conversation_drops_oldest_turns(tokenizer):
     assert fit_conversation(tokenizer, conversation, 100_000) == (tokenizer.render_for_completion(conversation), 0)
 
 
+def test_fit_conversation_renders_a_long_chat_few_times(tokenizer):
+    """A server request may hold 255 messages; the chat is rendered O(log n) times, not once per dropped turn, and
+    the fewest turns that make it fit are dropped."""
+    turns = [{"role": "user" if i % 2 == 0 else "assistant", "content": f"turn {i} " + "w" * 30} for i in range(255)]
+    renders = []
+
+    class Counting:
+        def render_for_completion(self, conversation):
+            renders.append(len(conversation["messages"]))
+            return tokenizer.render_for_completion(conversation)
+
+    ids, dropped = fit_conversation(Counting(), {"messages": turns}, max_prompt_tokens=400)
+    assert len(renders) <= 10, f"{len(renders)} renders"
+    assert len(ids) <= 400 and tokenizer.decode(ids).endswith(f"turn 254 {'w' * 30}<|user_end|><|assistant_start|>")
+    one_more = tokenizer.render_for_completion({"messages": turns[dropped - 2:]})
+    assert len(one_more) > 400, "one pair fewer dropped would also have fit"
+    assert ids == tokenizer.render_for_completion({"messages": turns[dropped:]})
+
+
+def test_engine_fit_prompt_leaves_room_for_the_reply(tokenizer, model):
+    engine = Engine(model, tokenizer)                     # context 96
+    turns = [{"role": "user", "content": "q" * 70}, {"role": "assistant", "content": "a"}, {"role": "user", "content": "hi"}]
+    ids, max_tokens, dropped = engine.fit_prompt(turns, max_tokens=30)
+    assert dropped == 2 and len(ids) + max_tokens <= 96 and max_tokens == 30
+    ids, max_tokens, dropped = engine.fit_prompt([{"role": "user", "content": "q" * 500}], max_tokens=1000)
+    assert len(ids) == 48 and max_tokens == 48      # at least half the context stays for the prompt
+
+
 def test_fit_conversation_cuts_one_huge_message_from_the_front(tokenizer):
     conversation = {"messages": [{"role": "user", "content": "z" * 500 + " the real question?"}]}
     ids, _ = fit_conversation(tokenizer, conversation, max_prompt_tokens=64)
