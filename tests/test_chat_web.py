@@ -6,7 +6,9 @@ workers, a disconnect freeing its worker, and a property-based fuzz of the API f
     python -m pytest tests/test_chat_web.py -q
 """
 
+import base64
 import concurrent.futures
+import hashlib
 import json
 import re
 import socket
@@ -124,6 +126,11 @@ def test_health_stats_models_and_page(server):
     assert page.status_code == 200 and "<title>nanochat</title>" in page.text
     external = re.findall(r"""(?:src|href)\s*=\s*["']?(?:https?:)?//|@import|url\(\s*["']?(?:https?:)?//""", page.text)
     assert not external, f"the page must not load external assets: {external}"
+    csp = page.headers["content-security-policy"]
+    assert "default-src 'none'" in csp and "'unsafe-inline'" not in csp and "frame-ancestors 'none'" in csp
+    script = re.search(r"<script>(.*?)</script>", page.text, re.S).group(1)
+    assert f"'sha256-{base64.b64encode(hashlib.sha256(script.encode()).digest()).decode()}'" in csp
+    assert page.headers["x-content-type-options"] == "nosniff"
 
 
 def test_nanochat_sse_stream(server):

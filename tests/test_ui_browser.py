@@ -48,9 +48,13 @@ def page(browser, server):
     page = browser.new_page()
     requests = []
     page.on("request", lambda r: requests.append(r.url))
+    console = []
+    page.on("console", lambda m: console.append(m.text))
     page.goto(server.url + "/")
     yield page
     assert all(url.startswith(server.url) for url in requests), f"the page fetched outside the server: {requests}"
+    blocked = [m for m in console if "Content Security Policy" in m]
+    assert not blocked, f"the page's own CSP blocked something: {blocked}"
     page.close()
 
 
