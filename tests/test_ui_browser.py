@@ -10,6 +10,7 @@ no browser download (never `playwright install`). Skipped, saying why, where eit
 
 import os
 import shutil
+import time
 
 import pytest
 
@@ -63,6 +64,14 @@ def send(page, text):
     page.press("#input", "Enter")
 
 
+def wait_answer_longer_than(page, n, timeout=30.0):
+    """Polls from Python: page.wait_for_function would eval() in the page, which its CSP (rightly) forbids."""
+    deadline = time.time() + timeout
+    while len(page.text_content(".message.assistant .bubble") or "") <= n:
+        assert time.time() < deadline, f"the answer did not grow beyond {n} characters"
+        time.sleep(0.02)
+
+
 def wait_reply_done(page, server):
     page.wait_for_selector(".streaming", state="detached", timeout=30_000)
     server.wait_idle()
@@ -75,7 +84,7 @@ def test_streamed_answer_regenerate_edit_and_new_chat(page, server):
     page.wait_for_selector(".message.user .bubble:text('Hello there')")
     # Streaming: the answer is on the page while the reply is still being generated.
     page.wait_for_selector(".message.assistant.streaming")
-    page.wait_for_function("document.querySelector('.message.assistant .bubble').textContent.length > 0")
+    wait_answer_longer_than(page, 0)
     partial = page.text_content(".message.assistant .bubble")
     assert page.is_disabled("#send") and page.is_enabled("#stop")
     wait_reply_done(page, server)
@@ -108,7 +117,7 @@ def test_streamed_answer_regenerate_edit_and_new_chat(page, server):
 def test_stop_button_and_error_shown(page, server):
     page.fill("#max-tokens", "200")
     send(page, "Tell me a long story")
-    page.wait_for_function("document.querySelector('.message.assistant .bubble').textContent.length > 3")
+    wait_answer_longer_than(page, 3)
     page.click("#stop")
     page.wait_for_selector(".streaming", state="detached")
     server.wait_idle()
