@@ -114,13 +114,14 @@ def check_conversation(messages: list[Message]) -> list[dict]:
 
 
 class ChatRequest(BaseModel):
-    """POST /chat/completions (nanochat's own API)."""
+    """POST /chat/completions (nanochat's own API). Numbers and flags are strict: "temperature": true or
+    "max_tokens": "5" are wrong types (400), not silently 1.0 and 5."""
     model_config = ConfigDict(extra="forbid")
     messages: list[Message] = Field(min_length=1, max_length=MAX_MESSAGES)
-    temperature: float = Field(DEFAULT_TEMPERATURE, ge=0.0, le=MAX_TEMPERATURE)
-    top_k: int | None = Field(DEFAULT_TOP_K, ge=1, le=MAX_TOP_K)
-    max_tokens: int = Field(DEFAULT_MAX_TOKENS, ge=1, le=MAX_MAX_TOKENS)
-    seed: int | None = Field(None, ge=0, le=2**63 - 1)
+    temperature: float = Field(DEFAULT_TEMPERATURE, ge=0.0, le=MAX_TEMPERATURE, strict=True)
+    top_k: int | None = Field(DEFAULT_TOP_K, ge=1, le=MAX_TOP_K, strict=True)
+    max_tokens: int = Field(DEFAULT_MAX_TOKENS, ge=1, le=MAX_MAX_TOKENS, strict=True)
+    seed: int | None = Field(None, ge=0, le=2**63 - 1, strict=True)
     _conversation: list = PrivateAttr(default_factory=list)
 
     @model_validator(mode="after")
@@ -130,7 +131,7 @@ class ChatRequest(BaseModel):
 
 
 class StreamOptions(BaseModel):
-    include_usage: bool = False
+    include_usage: bool = Field(False, strict=True)
 
 
 class OpenAIChatRequest(BaseModel):
@@ -138,15 +139,15 @@ class OpenAIChatRequest(BaseModel):
     model_config = ConfigDict(extra="ignore")
     model: str | None = None
     messages: list[Message] = Field(min_length=1, max_length=MAX_MESSAGES)
-    temperature: float | None = Field(None, ge=0.0, le=MAX_TEMPERATURE)
-    top_p: float | None = Field(None, gt=0.0, le=1.0)
-    top_k: int | None = Field(None, ge=1, le=MAX_TOP_K)
-    max_tokens: int | None = Field(None, ge=1, le=MAX_MAX_TOKENS)
-    max_completion_tokens: int | None = Field(None, ge=1, le=MAX_MAX_TOKENS)
-    n: int | None = Field(None, ge=1, le=1, description="only one choice per request is supported")
-    stream: bool | None = False
+    temperature: float | None = Field(None, ge=0.0, le=MAX_TEMPERATURE, strict=True)
+    top_p: float | None = Field(None, gt=0.0, le=1.0, strict=True)
+    top_k: int | None = Field(None, ge=1, le=MAX_TOP_K, strict=True)
+    max_tokens: int | None = Field(None, ge=1, le=MAX_MAX_TOKENS, strict=True)
+    max_completion_tokens: int | None = Field(None, ge=1, le=MAX_MAX_TOKENS, strict=True)
+    n: int | None = Field(None, ge=1, le=1, description="only one choice per request is supported", strict=True)
+    stream: bool | None = Field(False, strict=True)
     stream_options: StreamOptions | None = None
-    seed: int | None = Field(None, ge=0, le=2**63 - 1)
+    seed: int | None = Field(None, ge=0, le=2**63 - 1, strict=True)
     stop: None | str | list[str] = Field(None, description="not supported: must be absent, null or empty")
     _conversation: list = PrivateAttr(default_factory=list)
 
@@ -183,7 +184,10 @@ async def on_validation_error(request: Request, exc: RequestValidationError):
 
 
 async def on_http_error(request: Request, exc: StarletteHTTPException):
-    return error_response(exc.status_code, str(exc.detail), headers=getattr(exc, "headers", None))
+    message = str(exc.detail)
+    if message == "There was an error parsing the body":   # FastAPI's words when json.loads raised (not a syntax error)
+        message = "the request body is not valid JSON (invalid UTF-8, nesting too deep or a number too long)"
+    return error_response(exc.status_code, message, headers=getattr(exc, "headers", None))
 
 
 class BodySizeLimit:

@@ -200,6 +200,9 @@ BAD_REQUESTS = [
     (chat_body(max_tokens=0), "max_tokens"),
     (chat_body(max_tokens=chat_web.MAX_MAX_TOKENS + 1), "max_tokens"),
     (chat_body(seed=-1), "seed"),
+    (chat_body(temperature=True), "temperature"),           # wrong types are refused, not coerced
+    (chat_body(max_tokens="5"), "max_tokens"),
+    (chat_body(top_k=5.5), "top_k"),
     (chat_body(unknown_field=1), "unknown_field"),
 ]
 
@@ -219,6 +222,7 @@ def test_limits_return_400_naming_the_problem(server, body, names):
     (chat_body(max_completion_tokens=99999), "max_completion_tokens"),
     ({"messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "x"}}]}]}, "content"),
     ({"messages": [{"role": "tool", "content": "x"}]}, "role"),
+    (chat_body(stream="yes"), "stream"),
 ])
 def test_openai_limits_return_400(server, body, names):
     r = httpx.post(server.url + "/v1/chat/completions", json=body)
@@ -237,8 +241,14 @@ def test_body_size_and_bad_json(server):
 
     r = httpx.post(server.url + "/chat/completions", content=chunked(), headers={"content-type": "application/json"})
     assert r.status_code == 413
-    r = httpx.post(server.url + "/chat/completions", content=b'{"messages": [', headers={"content-type": "application/json"})
-    assert r.status_code == 400 and "not valid JSON" in r.json()["error"]["message"]
+    for bad in [b'{"messages": [', b'{"messages": [{"role": "user", "content": "\xff"}]}', b"[" * 50_000 + b"]" * 50_000,
+                b'{"seed": ' + b"9" * 5000 + b"}"]:    # syntax, invalid UTF-8, deep nesting, a too-long number
+        r = httpx.post(server.url + "/chat/completions", content=bad, headers={"content-type": "application/json"})
+        assert r.status_code == 400 and "not valid JSON" in r.json()["error"]["message"], (bad[:30], r.text)
+    for value in (b"NaN", b"Infinity"):   # Python's json.loads accepts these
+        r = httpx.post(server.url + "/v1/chat/completions", content=b'{"messages": [{"role": "user", "content": "hi"}], '
+                       b'"temperature": ' + value + b"}", headers={"content-type": "application/json"})
+        assert r.status_code == 400 and r.json()["error"]["param"] == "temperature"
     assert httpx.get(server.url + "/nope").status_code == 404
 
 
