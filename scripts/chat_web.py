@@ -525,8 +525,8 @@ def main():
     import uvicorn
     from nanochat.common import UserError, compute_init, logger
     from nanochat.engine import load_engine
-    if args.num_workers < 1:
-        raise UserError("--num-workers must be at least 1")
+    if args.num_workers < 1 or args.queue_size < 0:
+        raise UserError("--num-workers must be at least 1 and --queue-size at least 0")
     _, _, _, _, device = compute_init(args.device_type)
     if device.type == "cpu":
         # Decoding one token is a chain of tiny ops: extra threads mostly wait for each other, and spinning OpenMP
