@@ -55,6 +55,7 @@ DEFAULT_TOP_K = 50
 QUEUE_SIZE = 16                    # requests allowed to wait for a worker; more -> 503
 QUEUE_TIMEOUT_S = 30.0             # longest wait for a worker before 503
 RETRY_AFTER_S = 5                  # the Retry-After header of a 503
+MAX_CONNECTIONS = 256              # open connections (slow senders included); uvicorn answers plain 503 beyond
 
 UI_PATH = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "nanochat", "ui.html")
 
@@ -498,6 +499,13 @@ def create_app(engine: Engine, num_workers: int = 1, model_name: str = "nanochat
 # -----------------------------------------------------------------------------
 # Entry point
 
+def server_config(app: FastAPI, **kwargs):
+    """uvicorn's settings with the connection limits (used by main and by the tests' live servers). A client that
+    sends its body slowly holds a connection, not a worker; MAX_CONNECTIONS bounds how many it can hold."""
+    import uvicorn
+    return uvicorn.Config(app, limit_concurrency=MAX_CONNECTIONS, **kwargs)
+
+
 def main():
     parser = argparse.ArgumentParser(description="Chat web server (UI + nanochat and OpenAI-compatible APIs)")
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on (0.0.0.0 = every interface)")
@@ -544,7 +552,7 @@ def main():
     app = create_app(engine, args.num_workers, model_name=name.split(",")[0].replace(" ", "-"),
                      queue_size=args.queue_size)
     logger.info("serving %s with %d worker(s) on http://%s:%d", name, args.num_workers, args.host, args.port)
-    uvicorn.run(app, host=args.host, port=args.port, log_level="info")
+    uvicorn.Server(server_config(app, host=args.host, port=args.port, log_level="info")).run()
 
 
 if __name__ == "__main__":

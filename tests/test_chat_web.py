@@ -66,7 +66,7 @@ class LiveServer:
         sock.bind(("127.0.0.1", 0))
         self.port = sock.getsockname()[1]
         self.url = f"http://127.0.0.1:{self.port}"
-        self.server = uvicorn.Server(uvicorn.Config(self.app, log_level="warning"))
+        self.server = uvicorn.Server(chat_web.server_config(self.app, log_level="warning"))
         self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [sock]}, daemon=True)
         self.thread.start()
         deadline = time.time() + 20
@@ -333,6 +333,35 @@ def test_disconnect_frees_the_worker():
         with httpx.stream("POST", live.url + "/chat/completions", json=chat_body(max_tokens=3)) as r:
             assert r.status_code == 200 and read_sse(r)[-1]["done"] is True
     finally:
+        live.stop()
+
+
+def test_slow_senders_cannot_take_every_connection(monkeypatch):
+    """Clients that never finish sending their body hold connections; beyond MAX_CONNECTIONS new ones get 503 at
+    once, and the server serves again as soon as they leave."""
+    monkeypatch.setattr(chat_web, "MAX_CONNECTIONS", 4)
+    live = LiveServer(Engine(tiny_model(), TOKENIZER), num_workers=1)
+    slow = []
+    try:
+        for _ in range(3):   # uvicorn counts the new connection too: 3 held + 1 new reach the limit of 4
+            s = socket.create_connection(("127.0.0.1", live.port))
+            s.sendall(b"POST /chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                      b"Content-Length: 1000\r\n\r\n{")     # 1 byte of 1000, then silence
+            slow.append(s)
+        deadline = time.time() + 5
+        while len(live.server.server_state.connections) < 3:
+            assert time.time() < deadline, "the slow connections were not accepted"
+            time.sleep(0.02)
+        assert httpx.get(live.url + "/health", timeout=5).status_code == 503
+        for s in slow:
+            s.close()
+        deadline = time.time() + 5
+        while httpx.get(live.url + "/health", timeout=5).status_code != 200:
+            assert time.time() < deadline, "the server did not recover after the slow senders left"
+            time.sleep(0.05)
+    finally:
+        for s in slow:
+            s.close()
         live.stop()
 
 
