@@ -14,7 +14,8 @@ Endpoints:
 
 Every limit below is enforced with a 4xx JSON error {"error": {"message", "type", "param"}} that names the problem.
 Requests beyond the workers wait in a bounded queue; when it is full (or the wait is too long) the answer is
-503 with Retry-After. A client that disconnects stops its generation and frees its worker.
+503 with Retry-After. A client that disconnects stops its generation and frees its worker. Beyond MAX_CONNECTIONS
+open connections uvicorn itself answers a plain-text 503. The page is served with a strict Content-Security-Policy.
 """
 
 import argparse
