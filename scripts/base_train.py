@@ -8,8 +8,8 @@ A .txt file of your own (streamed; the data layer holds out its tail for validat
     python -m scripts.base_train --depth 4 --data my_corpus.txt --num-iterations 500
 Resume the latest checkpoint of the same depth (or --resume 1200 for a given step):
     python -m scripts.base_train --depth 4 --time-budget 14 --resume latest
-GPUs:
-    torchrun --nproc_per_node=8 -m scripts.base_train --depth 20 --device-batch-size 32
+One GPU: python -m scripts.base_train --depth 20 --device-batch-size 32 --device-type cuda
+(multi-GPU torchrun is refused for now: gradients are not all-reduced yet.)
 
 Checkpoints: <base>/base_checkpoints/d<depth>/{model,optim}_<step>.pt + meta_<step>.json. Ctrl-C saves one and exits.
 """
@@ -91,6 +91,9 @@ def main(argv=None):
     # -------------------------------------------------------------------------
     # Compute
     ddp, rank, local_rank, world_size, device = compute_init(args.device_type, seed=args.seed)
+    if ddp:
+        raise UserError("base_train does not all-reduce gradients across processes yet: run a single process "
+                        "(python -m scripts.base_train ...), not torchrun")
     dtype = compute_dtype(device)
     master = rank == 0
     peak_flops = measure_matmul_flops(device, dtype)
