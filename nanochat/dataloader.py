@@ -191,4 +191,7 @@ def tokenizing_distributed_data_loader(tokenizer, B: int, T: int, split: str, so
                      "tokens_used": counts["used"], "tokens_dropped": counts["dropped"]}
             yield inputs, targets, state
     finally:
+        # Wait for the producer to leave pyarrow/tiktoken: a daemon thread still inside native code when the
+        # interpreter exits aborts the process ("terminate called without an active exception").
         producer.stop.set()
+        producer.join(timeout=30)

@@ -115,3 +115,19 @@ def test_a_rank_without_documents_fails_instead_of_hanging(tok, tmp_path, monkey
     monkeypatch.setenv("WORLD_SIZE", "2")
     with pytest.raises(UserError, match="no documents for rank 1 of 2"):
         next(tokenizing_distributed_data_loader(tok, 2, 32, "train", source=str(path)))
+
+
+def test_close_stops_the_background_thread(tmp_path, tok):
+    import threading
+    from nanochat.dataloader import _Producer
+
+    def producers():
+        return [t for t in threading.enumerate() if isinstance(t, _Producer)]
+
+    corpus = tmp_path / "c.txt"
+    corpus.write_text("\n\n".join(f"document {i} " * 50 for i in range(2000)))
+    loader = tokenizing_distributed_data_loader(tok, 2, 64, "train", source=str(corpus))
+    next(loader)
+    assert len(producers()) == 1
+    loader.close()
+    assert producers() == [], "the producer thread outlived close()"
