@@ -6,6 +6,8 @@
 #   VOCAB=8192       tokenizer size (9 of them special tokens)
 #   ITERS=20         optimizer steps of 8192 tokens (16 rows of 512) each: ~164K tokens, a smoke-test run
 #                    (ITERS=-1 trains to 20 tokens per parameter, ~145M tokens at depth 4: a few hours on 2 cores)
+#   COMPILE=off      torch.compile of the train step: its ~45-100 s first compile outweighs the gain over 20 steps;
+#                    set COMPILE=on (or auto) for long runs
 #   DATA=auto        pretraining text: hub (FineWeb-EDU) if reachable, else offline (registry packages), or a path
 #   NUM_SHARDS=4     hub shards to download when DATA is the hub (~250M characters each)
 #   NANOCHAT_BASE_DIR  where everything is written (default ~/.cache/nanochat)
@@ -16,6 +18,7 @@ DEPTH=${DEPTH:-4}
 VOCAB=${VOCAB:-8192}
 ITERS=${ITERS:-20}
 DATA=${DATA:-auto}
+COMPILE=${COMPILE:-off}
 NUM_SHARDS=${NUM_SHARDS:-4}
 export NANOCHAT_BASE_DIR=${NANOCHAT_BASE_DIR:-$HOME/.cache/nanochat}
 export WANDB_MODE=${WANDB_MODE:-offline}
@@ -49,7 +52,7 @@ stage tok_eval python -m scripts.tok_eval --data "$DATA"
 
 # --- 4. Pretraining: depth $DEPTH, seq 512, 8192 tokens per step; val bits-per-byte at the end -------------------
 stage base_train python -m scripts.base_train --depth "$DEPTH" --num-iterations "$ITERS" --data "$DATA" \
-  --eval-tokens 65536 --sample-every -1
+  --eval-tokens 65536 --sample-every -1 --compile "$COMPILE"
 stage base_loss python -m scripts.base_loss --source base --data "$DATA" --split-tokens 65536
 
 # --- 5. A first word with the model (a base model only continues text; chat comes with fine-tuning) -------------
