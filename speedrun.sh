@@ -14,8 +14,7 @@ export NANOCHAT_BASE_DIR=${NANOCHAT_BASE_DIR:-$HOME/.cache/nanochat}
 export WANDB_MODE=${WANDB_MODE:-offline}
 RUN=${RUN:-dummy}    # a wandb run name turns logging on
 
-python -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)" 2>/dev/null || {
-  bash dev/install.sh >/dev/null; }
+EXTRAS="" bash dev/install.sh
 . .venv/bin/activate
 python -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 'speedrun.sh needs a CUDA GPU; on a CPU run train_cpu.sh')"
 
