@@ -527,17 +527,22 @@ def best_source() -> str:
 
 
 def load_engine(source: str | None, model_tag: str | None, step: int | None, device, dtype: str = "float32",
-                quantize: str = "auto", compile: bool = False) -> tuple[Engine, str]:
+                quantize: str = "auto", compile: bool = False, threads: int | None = None) -> tuple[Engine, str]:
     """Load a checkpoint (best available stage unless `source` is given) and wrap it in an Engine.
 
     dtype "float32" or "bfloat16" (weights and activations); quantize "int8" stores the linears' weights as int8
     (activations in bf16 on CPUs with native bf16, else fp32), "auto" = int8 on CPUs with native bf16, where torch's
     int8 kernel is fast (dev/bench_infer.py: depth 6 decodes 1.3-2.5x faster than fp32, depth 4 about as fast; with the
     compiled decode step int8 is the fastest at both), else none.
+    threads: torch threads on a CPU (None = leave as set). Decoding one token is a chain of tiny ops: extra threads
+    mostly wait for each other, and spinning OpenMP threads collapse when other processes use the cores
+    (dev/bench_infer.py), so the chat scripts default to 1.
     Returns (engine, "sft d4 step 700, int8 ..." style name).
     """
     from nanochat.checkpoint_manager import load_model
     from nanochat.common import compute_dtype
+    if threads is not None and device.type == "cpu":
+        torch.set_num_threads(max(1, threads))
     if quantize == "auto":
         fast_int8 = device.type == "cpu" and compute_dtype(device) == torch.bfloat16 and dtype == "float32"
         quantize = "int8" if fast_int8 else "none"

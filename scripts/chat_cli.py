@@ -12,8 +12,6 @@ being written (press it again at the prompt to exit). Long conversations drop th
 import argparse
 import sys
 
-import torch
-
 from nanochat.common import UserError, compute_init
 from nanochat.engine import load_engine
 
@@ -63,10 +61,8 @@ def main():
         raise UserError("--top-k must be >= 0 and --max-tokens >= 1")
 
     _, _, _, _, device = compute_init(args.device_type)
-    if device.type == "cpu":
-        # Decoding one token is a chain of tiny ops: extra threads mostly wait for each other (dev/bench_infer.py).
-        torch.set_num_threads(max(1, args.threads))
-    engine, name = load_engine(args.source, args.model_tag, args.step, device, args.dtype, args.quantize, args.compile)
+    engine, name = load_engine(args.source, args.model_tag, args.step, device, args.dtype, args.quantize, args.compile,
+                               threads=args.threads)
 
     if args.prompt is not None:
         reply(engine, [{"role": "user", "content": args.prompt}], args)

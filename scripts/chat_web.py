@@ -530,18 +530,14 @@ def main():
                              "(falls back to eager if compiling fails)")
     args = parser.parse_args()
 
-    import torch
     import uvicorn
     from nanochat.common import UserError, compute_init, logger
     from nanochat.engine import load_engine
     if args.num_workers < 1 or args.queue_size < 0:
         raise UserError("--num-workers must be at least 1 and --queue-size at least 0")
     _, _, _, _, device = compute_init(args.device_type)
-    if device.type == "cpu":
-        # Decoding one token is a chain of tiny ops: extra threads mostly wait for each other, and spinning OpenMP
-        # threads collapse when other processes (or other workers) use the cores (dev/bench_infer.py).
-        torch.set_num_threads(max(1, args.threads))
-    engine, name = load_engine(args.source, args.model_tag, args.step, device, args.dtype, args.quantize, args.compile)
+    engine, name = load_engine(args.source, args.model_tag, args.step, device, args.dtype, args.quantize, args.compile,
+                               threads=args.threads)
     if args.compile:
         logger.info("compiling the decode step (one short generation)...")
         try:
