@@ -162,3 +162,11 @@ def test_calculator(capsys, monkeypatch):
     out = capsys.readouterr().out
     assert "parameters: 114,688 total" in out       # 2*512*64 + 12*64^2
     assert "GFLOP per forward+backward" in out and "activations" in out
+
+
+def test_measuring_the_matmul_peak_leaves_the_global_rng_alone():
+    # base_train measures the peak before it initialises the model: the measurement must not change the init.
+    from nanochat.gpt import measure_matmul_flops
+    before = torch.get_rng_state()
+    assert measure_matmul_flops("cpu", torch.float32, sizes=(64,), seconds=0.05) > 0
+    assert torch.equal(before, torch.get_rng_state())
