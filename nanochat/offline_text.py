@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from nanochat.common import UserError
+from nanochat.common import UserError, atomic_write
 from nanochat.dataset import ROW_GROUP_SIZE, list_parquet_files, offline_data_dir, shard_name
 
 
@@ -448,9 +448,8 @@ def build_offline(out_dir: str | None = None, sources=None, fetch=fetch_source, 
         os.remove(old)
     for i, shard in enumerate(shards):
         path = os.path.join(out_dir, shard_name(i))
-        tmp = path + ".tmp"
-        pq.write_table(pa.table({"text": shard}), tmp, row_group_size=ROW_GROUP_SIZE, compression="zstd")
-        os.replace(tmp, path)
+        table = pa.table({"text": shard})
+        atomic_write(path, lambda f: pq.write_table(table, f, row_group_size=ROW_GROUP_SIZE, compression="zstd"))
         report.shards.append(path)
     manifest = {"seed": seed, "sources": report.stats, "missing": report.missing,
                 "shards": {os.path.basename(p): _sha256(p) for p in report.shards}}
