@@ -3,6 +3,7 @@ Bits per byte of a trained base model on the train and val splits, plus a few gr
 
     python -m scripts.base_loss                          # latest base checkpoint of the deepest model
     python -m scripts.base_loss --model-tag d4 --step 1000 --split-tokens 524288 --data offline
+    torchrun --standalone --nproc_per_node=8 -m scripts.base_loss --data hub    # GPUs: ranks split the tokens
 """
 
 import argparse
@@ -29,12 +30,12 @@ def main(argv=None):
     p.add_argument("--device-type", default="", help="cuda, cpu or mps (default: autodetect)")
     args = p.parse_args(argv)
 
-    _, _, _, _, device = compute_init(args.device_type)
+    _, rank, _, world_size, device = compute_init(args.device_type)
     dtype = compute_dtype(device)
     model, tokenizer, meta = load_model(args.source, device, phase="eval", model_tag=args.model_tag, step=args.step)
     token_bytes = get_token_bytes(device)
     B, T = args.device_batch_size, model.config.sequence_len
-    steps = max(1, args.split_tokens // (B * T))
+    steps = max(1, args.split_tokens // (B * T * world_size))       # per rank; evaluate_bpb sums over ranks
     results = {}
     for split in ("train", "val"):
         loader = tokenizing_distributed_data_loader(tokenizer, B, T, split, source=args.data, device=device)
@@ -42,8 +43,8 @@ def main(argv=None):
             results[split] = evaluate_bpb(model, loader, steps, token_bytes, dtype)
         finally:
             loader.close()
-        print0(f"{split} bpb: {results[split]:.4f} ({steps * B * T:,} tokens)")
-    for prompt in PROMPTS if args.max_new_tokens > 0 else []:
+        print0(f"{split} bpb: {results[split]:.4f} ({steps * B * T * world_size:,} tokens)")
+    for prompt in PROMPTS if args.max_new_tokens > 0 and rank == 0 else []:
         ids = tokenizer.encode(prompt, prepend="<|bos|>")
         with autocast_ctx(device, dtype):
             out = list(model.generate(ids, max_tokens=args.max_new_tokens, temperature=0))

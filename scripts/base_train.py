@@ -9,12 +9,19 @@ A .txt file of your own (streamed; the data layer holds out its tail for validat
 Resume the latest checkpoint of the same depth (or --resume 1200 for a given step):
     python -m scripts.base_train --depth 4 --time-budget 14 --resume latest
 One GPU: python -m scripts.base_train --depth 20 --device-batch-size 32 --device-type cuda
-(multi-GPU torchrun is refused for now: gradients are not all-reduced yet.)
+Every GPU of one machine (data parallel, DDP over NCCL; the same total batch, less gradient accumulation):
+    torchrun --standalone --nproc_per_node=8 -m scripts.base_train --depth 20 --device-batch-size 32
+(torchrun on a CPU is refused: processes would only split the same cores.)
 
 Checkpoints: <base>/base_checkpoints/d<depth>/{model,optim}_<step>.pt + meta_<step>.json. Ctrl-C saves one and exits.
+Under torchrun: each rank reads every world_size-th document; gradients are averaged once per optimizer step and
+every rank then runs the full Muon/AdamW step itself (no optimizer sharding: simpler, more memory per GPU); the
+ranks agree on when to stop (Ctrl-C, time budget); rank 0 writes checkpoints, whose meta holds every rank's
+data-loader position, so --resume needs the same number of processes.
 """
 
 import argparse
+import contextlib
 import math
 import os
 import signal
@@ -22,6 +29,8 @@ import time
 from dataclasses import asdict
 
 import torch
+import torch.distributed as dist
+from torch.nn.parallel import DistributedDataParallel as DDP
 
 from nanochat.checkpoint_manager import STAGE_DIRS, find_last_step, load_checkpoint, save_checkpoint
 from nanochat.common import (UserError, autocast_ctx, compute_cleanup, compute_dtype, compute_init, dtype_reason,
@@ -84,6 +93,74 @@ def parse_args(argv=None):
     return args
 
 
+# -----------------------------------------------------------------------------
+# The pieces that differ under DDP (torchrun on GPUs), kept small so tests/test_ddp.py runs them on gloo
+
+def wrap_data_parallel(train_model):
+    """DDP around the (possibly compiled) model: it starts every rank from rank 0's weights and averages the
+    gradients across ranks in backward (the lm_head's too: the fused loss returns it like any autograd op).
+    Defaults otherwise: its per-forward buffer broadcast sends only the rotary tables (~10 MB at depth 20)."""
+    return DDP(train_model)
+
+
+def train_step(train_model, optimizers, batches, grad_accum: int, device, dtype):
+    """One optimizer step over grad_accum micro-batches from `batches` (an iterator of (inputs, targets, state)).
+
+    Under DDP the micro-batches before the last run inside no_sync(): their gradients only add up locally, and
+    the last backward all-reduces the sum, so there is one all-reduce per optimizer step. Every rank then applies
+    the same averaged gradient. Returns (mean loss over the micro-batches and the ranks, the last batch's state).
+    """
+    ddp = isinstance(train_model, DDP)
+    loss_sum = torch.zeros((), device=device)
+    state = None
+    for micro in range(grad_accum):
+        x, y, state = next(batches)
+        local_only = ddp and micro < grad_accum - 1
+        with train_model.no_sync() if local_only else contextlib.nullcontext():
+            with autocast_ctx(device, dtype):
+                loss = train_model(x, y)
+            (loss / grad_accum).backward()
+        loss_sum += loss.detach()
+    for opt in optimizers:
+        opt.step()
+    train_model.zero_grad(set_to_none=True)
+    world_size = 1
+    if ddp:
+        dist.all_reduce(loss_sum)              # a sum (gloo, used by the tests, has no average)
+        world_size = dist.get_world_size()
+    return loss_sum.item() / (grad_accum * world_size), state     # the one host sync of the step
+
+
+def agree_across_ranks(stop: bool, train_time: float, device) -> tuple[bool, float]:
+    """Every rank must decide alike whether to stop and see the same clock (the LR schedule and a time budget
+    follow it): a rank that leaves the loop alone would leave the others waiting in their next all-reduce.
+    Stop if any rank got Ctrl-C; the clock is the slowest rank's."""
+    flags = torch.tensor([float(stop), train_time], dtype=torch.float64, device=device)
+    dist.all_reduce(flags, op=dist.ReduceOp.MAX)
+    stop_flag, train_time = flags.tolist()
+    return bool(stop_flag), train_time
+
+
+def gather_loader_states(loader_state, world_size: int):
+    """What a checkpoint saves as loader_state: the state itself in one process (the original format), a list
+    indexed by rank under DDP (each rank reads its own documents). A collective: every rank must call it."""
+    if world_size == 1:
+        return loader_state
+    states = [None] * world_size
+    dist.all_gather_object(states, loader_state)
+    return states
+
+
+def loader_state_for_rank(meta: dict, rank: int, world_size: int, where: str):
+    """This rank's data-loader state from a checkpoint's meta, refusing a different number of processes."""
+    saved = meta.get("world_size", 1)
+    if saved != world_size:
+        raise UserError(f"{where} was saved by {saved} process(es) but this run has {world_size}: each process "
+                        f"resumes its own data position, so resume with {saved} (torchrun --nproc_per_node={saved}, "
+                        "or no torchrun for 1)")
+    return meta["loader_state"][rank] if world_size > 1 else meta["loader_state"]
+
+
 def main(argv=None):
     args = parse_args(argv)
     user_config = vars(args).copy()
@@ -91,9 +168,6 @@ def main(argv=None):
     # -------------------------------------------------------------------------
     # Compute
     ddp, rank, local_rank, world_size, device = compute_init(args.device_type, seed=args.seed)
-    if ddp:
-        raise UserError("base_train does not all-reduce gradients across processes yet: run a single process "
-                        "(python -m scripts.base_train ...), not torchrun")
     dtype = compute_dtype(device)
     master = rank == 0
     peak_flops = measure_matmul_flops(device, dtype)
@@ -162,7 +236,7 @@ def main(argv=None):
             opt.load_state_dict(state)
         loop = meta["loop_state"]
         step, train_time, smooth_loss, val_bpb = loop["step"], loop["train_time"], loop["smooth_loss"], meta.get("val_bpb")
-        loader_state = meta["loader_state"]
+        loader_state = loader_state_for_rank(meta, rank, world_size, f"{checkpoint_dir}/meta_{resume_step:06d}.json")
         num_iterations = meta["num_iterations"] if not time_budget else None
         print0(f"resumed from step {step} of {checkpoint_dir} ({train_time / 60:.1f} min trained)")
         del model_data, optim_data
@@ -173,6 +247,9 @@ def main(argv=None):
         compile_mode = "off" if short_cpu_run else "on"
     train_model = torch.compile(model, dynamic=False) if compile_mode == "on" else model
     print0(f"torch.compile: {compile_mode}" + (" (the first steps include compile time)" if compile_mode == "on" else ""))
+    if ddp:
+        # Train through the wrapper (it all-reduces gradients); evaluate, sample and save `model` itself.
+        train_model = wrap_data_parallel(train_model)
 
     # -------------------------------------------------------------------------
     # Data
@@ -194,12 +271,15 @@ def main(argv=None):
 
     def save(reason: str):
         meta = {"step": step, "val_bpb": val_bpb, "model_config": asdict(config), "user_config": user_config,
-                "num_iterations": num_iterations, "dtype": str(dtype), "loader_state": loader_state,
+                "num_iterations": num_iterations, "dtype": str(dtype), "world_size": world_size,
+                "loader_state": gather_loader_states(loader_state, world_size),
                 "loop_state": {"step": step, "train_time": train_time, "smooth_loss": smooth_loss},
                 "tokens_seen": step * total_batch, "reason": reason}
-        if master:
+        if master:      # weights and optimizer states are the same on every rank: one writer, no races
             save_checkpoint(checkpoint_dir, step, model.state_dict(), [o.state_dict() for o in optimizers], meta)
             print0(f"saved step {step} to {checkpoint_dir} ({reason})")
+        if ddp:         # the others wait here, not inside their next timed step
+            dist.barrier()
 
     # Ctrl-C: finish the current step, save, exit. A second Ctrl-C stops at once.
     stop = {"requested": False}
@@ -216,45 +296,41 @@ def main(argv=None):
     # -------------------------------------------------------------------------
     # Training loop. Loop state = (step, train_time, smooth_loss, loader_state): exactly what a checkpoint saves.
     model.train()
-    losses = []                  # this process's per-step training losses (returned for tests)
+    losses = []                  # per-step training losses, mean over ranks (returned for tests)
     while True:
+        stopping = stop["requested"]    # read once: the handler may set it at any moment
+        if ddp:
+            stopping, train_time = agree_across_ranks(stopping, train_time, device)
         done = (train_time >= time_budget) if time_budget else (step >= num_iterations)
-        if done or stop["requested"] or (args.eval_every > 0 and step % args.eval_every == 0 and step > 0):
-            if not stop["requested"]:
+        if done or stopping or (args.eval_every > 0 and step % args.eval_every == 0 and step > 0):
+            if not stopping:
                 t0 = time.time()
                 val_bpb = eval_val_bpb()
                 print0(f"step {step:05d} | val bpb {val_bpb:.4f} | train time {train_time / 60:.2f} min | "
                        f"eval {time.time() - t0:.1f}s")
                 wandb_run.log({"step": step, "val/bpb": val_bpb, "train_time": train_time})
-        if master and (done or (args.sample_every > 0 and step % args.sample_every == 0 and step > 0)):
-            model.eval()
-            for prompt in SAMPLE_PROMPTS:
-                ids = tokenizer.encode(prompt, prepend="<|bos|>")
-                with autocast_ctx(device, dtype):
-                    out = list(model.generate(ids, max_tokens=16, temperature=0))
-                print0(f"sample: {tokenizer.decode(ids[1:] + out)!r}")
-            model.train()
-        if done or stop["requested"] or (args.save_every > 0 and step % args.save_every == 0 and step > 0):
-            save("end of training" if done else "Ctrl-C" if stop["requested"] else f"--save-every {args.save_every}")
-        if done or stop["requested"]:
+        if done or (args.sample_every > 0 and step % args.sample_every == 0 and step > 0):
+            if master:
+                model.eval()
+                for prompt in SAMPLE_PROMPTS:
+                    ids = tokenizer.encode(prompt, prepend="<|bos|>")
+                    with autocast_ctx(device, dtype):
+                        out = list(model.generate(ids, max_tokens=16, temperature=0))
+                    print0(f"sample: {tokenizer.decode(ids[1:] + out)!r}")
+                model.train()
+            if ddp:     # the others wait here, not inside their next timed step
+                dist.barrier()
+        if done or stopping or (args.save_every > 0 and step % args.save_every == 0 and step > 0):
+            save("end of training" if done else "Ctrl-C" if stopping else f"--save-every {args.save_every}")
+        if done or stopping:
             break
 
-        # One optimizer step: grad_accum forward/backward passes, then the schedule and the update.
+        # One optimizer step: the schedule, then grad_accum forward/backward passes and the update.
         synchronize(device)
         t0 = time.time()
-        loss_sum = torch.zeros((), device=device)
-        for _ in range(grad_accum):
-            x, y, loader_state = next(train_loader)
-            with autocast_ctx(device, dtype):
-                loss = train_model(x, y)
-            (loss / grad_accum).backward()
-            loss_sum += loss.detach()
         lrm = set_schedule(optimizers, step, progress_at(step, train_time), warmup_ratio=args.warmup_ratio,
                            warmdown_ratio=args.warmdown_ratio)
-        for opt in optimizers:
-            opt.step()
-        model.zero_grad(set_to_none=True)
-        train_loss = loss_sum.item() / grad_accum        # the one host sync of the step
+        train_loss, loader_state = train_step(train_model, optimizers, train_loader, grad_accum, device, dtype)
         synchronize(device)
         dt = time.time() - t0
         step += 1
