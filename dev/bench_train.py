@@ -10,9 +10,14 @@ nanochat.dataset --offline). Hold /tmp/bench.lock so two benchmarks never share 
 
 Each throughput row is the median step time over --steps steps after --warmup steps (compile happens in the
 warmup; its cost is the 'first steps' column). Checkpoints go to a temporary base dir and are deleted.
+Rows run one after another, so a busy neighbour can slow one row and not the next. The compile speed-up is
+therefore also measured interleaved (--interleave-rounds): one process, one model, eager and compiled steps
+taking turns on the same real batches; the median of the per-round ratios is robust to that noise.
+The last line is all results as JSON ("RESULTS {...}").
 """
 
 import argparse
+import json
 import os
 import re
 import shutil
@@ -20,11 +25,15 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import time
 
 import torch
 
-from nanochat.common import get_base_dir
-from nanochat.gpt import measure_matmul_flops
+from nanochat.common import compute_dtype, get_base_dir
+from nanochat.dataloader import tokenizing_distributed_data_loader
+from nanochat.gpt import build_model, config_from_depth, measure_matmul_flops
+from nanochat.tokenizer import get_tokenizer
+from scripts.base_train import train_step
 
 # (name, base_train flags): the public nanochat CPU recipe shape (depth 6, head dim 64) and a depth-4 model.
 SHAPES = {
@@ -58,6 +67,38 @@ def run_base_train(flags, dtype: str, workdir: str, log_name: str) -> dict:
             "log": log_path}
 
 
+def interleaved_compile_speedup(shape: str, rounds: int, source: str) -> dict:
+    """Eager vs torch.compile'd train steps of one model, taking turns on the same real batches (see docstring)."""
+    flags = dict(zip(SHAPES[shape][::2], SHAPES[shape][1::2]))
+    B, T = int(flags["--device-batch-size"]), int(flags["--max-seq-len"])
+    grad_accum = int(flags["--total-batch-size"]) // (B * T)
+    tokenizer = get_tokenizer()
+    config = config_from_depth(int(flags["--depth"]), tokenizer.get_vocab_size(), T, int(flags["--head-dim"]))
+    device = torch.device("cpu")
+    dtype = compute_dtype(device)
+    model = build_model(config, device)
+    optimizers = model.setup_optimizers()
+    compiled = torch.compile(model, dynamic=False)
+    loader = tokenizing_distributed_data_loader(tokenizer, B, T, "train", source=source)
+    batches = [next(loader) for _ in range(grad_accum)]
+    loader.close()
+
+    def timed_step(train_model) -> float:
+        t0 = time.perf_counter()
+        train_step(train_model, optimizers, iter(batches), grad_accum, device, dtype)
+        return time.perf_counter() - t0
+
+    timed_step(model)
+    compile_s = timed_step(compiled)              # the first compiled step includes compilation
+    eager, comp = [], []
+    for _ in range(rounds):
+        eager.append(timed_step(model))
+        comp.append(timed_step(compiled))
+    return {"shape": shape, "dtype": str(dtype)[6:], "eager_s": statistics.median(eager),
+            "compiled_s": statistics.median(comp), "first_compiled_step_s": compile_s,
+            "speedup": statistics.median(e / c for e, c in zip(eager, comp))}
+
+
 def main():
     p = argparse.ArgumentParser(description="Benchmark base_train: throughput, MFU, memory, bf16 vs fp32 quality")
     p.add_argument("--shapes", default="d4 b8,d6 b32", help="comma-separated rows of SHAPES to run")
@@ -71,6 +112,8 @@ def main():
                    help="also run d4 (head dim 64) for this many minutes with the defaults, report val bpb (-1 = off)")
     p.add_argument("--extra", default="", help="extra base_train flags for every run, e.g. '--data offline'")
     p.add_argument("--only", default="", help="'none' to skip the throughput table")
+    p.add_argument("--interleave-rounds", type=int, default=6,
+                   help="eager/compiled step pairs per shape for the interleaved compile speed-up (0 = skip)")
     args = p.parse_args()
 
     src_tok = os.path.join(get_base_dir(), "tokenizer")
@@ -83,8 +126,11 @@ def main():
             os.symlink(os.path.join(get_base_dir(), name), os.path.join(workdir, name))
     extra = args.extra.split()
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; logs in {workdir}")
+    results = {"torch": torch.__version__, "threads": torch.get_num_threads(), "peak_gflops": {}}
     for dtype in (torch.float32, torch.bfloat16):
-        print(f"measured matmul peak {str(dtype)[6:]}: {measure_matmul_flops('cpu', dtype, seconds=2) / 1e9:.0f} GFLOP/s")
+        peak = measure_matmul_flops("cpu", dtype, seconds=2) / 1e9
+        results["peak_gflops"][str(dtype)[6:]] = round(peak)
+        print(f"measured matmul peak {str(dtype)[6:]}: {peak:.0f} GFLOP/s")
 
     if args.only != "none":
         n = args.warmup + args.steps
@@ -104,6 +150,18 @@ def main():
         print("|---|---|---|---|---|---|---|---|")
         for shape, dtype, comp, dt, tps, mfu, rss, first in rows:
             print(f"| {shape} | {dtype} | {comp} | {dt:.0f} | {tps:,.0f} | {mfu:.1f}% | {rss:.2f} | {first:.1f} |")
+        keys = ("shape", "dtype", "compile", "ms_per_step", "tok_per_s", "mfu_pct", "peak_rss_gib", "first_steps_s")
+        results["throughput"] = [dict(zip(keys, row)) for row in rows]
+
+    if args.only != "none" and args.interleave_rounds > 0:
+        source = extra[extra.index("--data") + 1] if "--data" in extra else "auto"
+        results["interleaved_compile"] = []
+        print(f"\ncompile speed-up, interleaved ({args.interleave_rounds} eager/compiled step pairs, one process):")
+        for shape in args.shapes.split(","):
+            r = interleaved_compile_speedup(shape, args.interleave_rounds, source)
+            results["interleaved_compile"].append(r)
+            print(f"  {shape} {r['dtype']}: eager {r['eager_s'] * 1000:.0f} ms, compiled {r['compiled_s'] * 1000:.0f} ms "
+                  f"per step: {r['speedup']:.2f}x (first compiled step {r['first_compiled_step_s']:.0f} s)", flush=True)
 
     if args.bpb_steps > 0:
         flags = SHAPES["d4 b8"] + ["--num-iterations", str(args.bpb_steps), "--eval-every", "-1",
@@ -113,6 +171,7 @@ def main():
         print(f"\nval bpb after {args.bpb_steps} steps (d4, head dim 64, 8192 tokens/step): fp32 {f32:.4f} "
               f"({results['float32']['train_min']:.1f} min), bf16 {b16:.4f} ({results['bfloat16']['train_min']:.1f} min); "
               f"bf16 - fp32 = {100 * (b16 - f32) / f32:+.2f}%")
+        results["bpb_equal_steps"] = {"steps": args.bpb_steps, "float32": f32, "bfloat16": b16}
 
     if args.time_budget > 0:
         flags = ["--depth", "4", "--time-budget", str(args.time_budget), "--eval-every", "-1",
@@ -121,6 +180,9 @@ def main():
         print(f"\n{args.time_budget:g}-minute d4 run (defaults{' ' + args.extra if args.extra else ''}): "
               f"{len(r['dt_ms'])} steps, val bpb {r['val_bpb']:.4f}, median {statistics.median(r['dt_ms'])} ms/step; "
               f"log {r['log']}")
+        results["time_budget"] = {"minutes": args.time_budget, "steps": len(r["dt_ms"]), "val_bpb": r["val_bpb"],
+                                  "median_ms_per_step": statistics.median(r["dt_ms"])}
+    print("RESULTS " + json.dumps(results))
 
 
 if __name__ == "__main__":

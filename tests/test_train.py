@@ -138,3 +138,10 @@ def test_ddp_refused_on_cpu(monkeypatch):
     monkeypatch.setenv("WORLD_SIZE", "2")
     with pytest.raises(UserError, match="distributed training needs CUDA GPUs.*single process"):
         compute_init("cpu")
+
+
+def test_compile_without_a_cpp_compiler_is_refused(workdir, monkeypatch):
+    monkeypatch.setenv("CXX", str(workdir / "no-such-g++"))
+    flags = [f for f in TINY if f not in ("--compile", "off")]
+    with pytest.raises(UserError, match="needs a C\\+\\+ compiler.*--compile off"):
+        base_train.main(flags + ["--data", str(workdir / "corpus.txt"), "--num-iterations", "1", "--compile", "on"])
