@@ -7,6 +7,7 @@ nanochat.dataset --offline). Hold /tmp/bench.lock so two benchmarks never share 
     flock /tmp/bench.lock python -m dev.bench_train                      # throughput table (d4 b8, d6 b32)
     flock /tmp/bench.lock python -m dev.bench_train --bpb-steps 300      # + val bpb fp32 vs bf16 at equal steps
     flock /tmp/bench.lock python -m dev.bench_train --time-budget 14 --only none   # 14-minute d4 run, its val bpb
+    python -m dev.bench_train --shapes "d6 b32" --modes bfloat16:on --steps 2 --profile  # where a step's time goes
 
 Each throughput row is the median step time over --steps steps after --warmup steps (compile happens in the
 warmup; its cost is the 'first steps' column). Checkpoints go to a temporary base dir and are deleted.
@@ -35,12 +36,15 @@ from nanochat.gpt import build_model, config_from_depth, measure_matmul_flops
 from nanochat.tokenizer import get_tokenizer
 from scripts.base_train import train_step
 
-# (name, base_train flags): the public nanochat CPU recipe shape (depth 6, head dim 64) and a depth-4 model.
+# (name, base_train flags): a depth-4 model, the public nanochat CPU recipe shape (depth 6, head dim 64, batch 32),
+# and the same depth, sequence and total batch with base_train's defaults for the rest.
 SHAPES = {
     "d4 b8": ["--depth", "4", "--head-dim", "64", "--max-seq-len", "512", "--device-batch-size", "8",
               "--total-batch-size", "8192"],
     "d6 b32": ["--depth", "6", "--head-dim", "64", "--max-seq-len", "512", "--device-batch-size", "32",
                "--total-batch-size", "16384"],
+    "d6 ours": ["--depth", "6", "--head-dim", "128", "--max-seq-len", "512", "--device-batch-size", "8",
+                "--total-batch-size", "16384"],
 }
 STEP_RE = re.compile(r"^step (\d+) .*\| loss ([\d.]+) .*\| dt (\d+)ms \| tok/s ([\d,]+) \| mfu ([\d.]+)%")
 
@@ -67,8 +71,9 @@ def run_base_train(flags, dtype: str, workdir: str, log_name: str) -> dict:
             "log": log_path}
 
 
-def interleaved_compile_speedup(shape: str, rounds: int, source: str) -> dict:
-    """Eager vs torch.compile'd train steps of one model, taking turns on the same real batches (see docstring)."""
+def interleaved_compile_speedup(shape: str, rounds: int, source: str, profile: bool = False) -> dict:
+    """Eager vs torch.compile'd train steps of one model, taking turns on the same real batches (see docstring).
+    profile: also print torch.profiler's table of one compiled step (where the time goes, by operator)."""
     flags = dict(zip(SHAPES[shape][::2], SHAPES[shape][1::2]))
     B, T = int(flags["--device-batch-size"]), int(flags["--max-seq-len"])
     grad_accum = int(flags["--total-batch-size"]) // (B * T)
@@ -94,6 +99,10 @@ def interleaved_compile_speedup(shape: str, rounds: int, source: str) -> dict:
     for _ in range(rounds):
         eager.append(timed_step(model))
         comp.append(timed_step(compiled))
+    if profile:
+        with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
+            timed_step(compiled)
+        print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=12))
     return {"shape": shape, "dtype": str(dtype)[6:], "eager_s": statistics.median(eager),
             "compiled_s": statistics.median(comp), "first_compiled_step_s": compile_s,
             "speedup": statistics.median(e / c for e, c in zip(eager, comp))}
@@ -101,7 +110,7 @@ def interleaved_compile_speedup(shape: str, rounds: int, source: str) -> dict:
 
 def main():
     p = argparse.ArgumentParser(description="Benchmark base_train: throughput, MFU, memory, bf16 vs fp32 quality")
-    p.add_argument("--shapes", default="d4 b8,d6 b32", help="comma-separated rows of SHAPES to run")
+    p.add_argument("--shapes", default="d4 b8,d6 b32,d6 ours", help="comma-separated rows of SHAPES to run")
     p.add_argument("--modes", default="float32:off,bfloat16:off,bfloat16:on",
                    help="comma-separated dtype:compile pairs (compile on/off)")
     p.add_argument("--steps", type=int, default=8, help="timed steps per configuration")
@@ -114,6 +123,7 @@ def main():
     p.add_argument("--only", default="", help="'none' to skip the throughput table")
     p.add_argument("--interleave-rounds", type=int, default=6,
                    help="eager/compiled step pairs per shape for the interleaved compile speed-up (0 = skip)")
+    p.add_argument("--profile", action="store_true", help="print an operator profile of one compiled step per shape")
     args = p.parse_args()
 
     src_tok = os.path.join(get_base_dir(), "tokenizer")
@@ -158,7 +168,7 @@ def main():
         results["interleaved_compile"] = []
         print(f"\ncompile speed-up, interleaved ({args.interleave_rounds} eager/compiled step pairs, one process):")
         for shape in args.shapes.split(","):
-            r = interleaved_compile_speedup(shape, args.interleave_rounds, source)
+            r = interleaved_compile_speedup(shape, args.interleave_rounds, source, args.profile)
             results["interleaved_compile"].append(r)
             print(f"  {shape} {r['dtype']}: eager {r['eager_s'] * 1000:.0f} ms, compiled {r['compiled_s'] * 1000:.0f} ms "
                   f"per step: {r['speedup']:.2f}x (first compiled step {r['first_compiled_step_s']:.0f} s)", flush=True)
