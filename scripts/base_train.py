@@ -85,7 +85,7 @@ def parse_args(argv=None):
     p.add_argument("--data", default="auto", help="text source: auto, hub, offline, or a .txt/.jsonl file or folder")
     p.add_argument("--compile", default="auto", choices=["auto", "on", "off"],
                    help="torch.compile the model (auto = on, except CPU runs shorter than 5 minutes or 200 steps: a cold "
-                        "compile takes ~70 s on 2 cores, then steps are ~1.4x faster; see dev/bench_train.py)")
+                        "compile takes 70-90 s on 2 cores, then steps are ~1.4x faster; see dev/bench_train.py)")
     p.add_argument("--seed", type=int, default=42, help="random seed")
     args = p.parse_args(argv)
     if args.core_metric_every > 0:
@@ -244,8 +244,8 @@ def main(argv=None):
 
     compile_mode = args.compile
     if compile_mode == "auto":
-        # On 2 CPU cores a cold compile takes ~70 s at depth 4 and then steps run ~1.4x faster: it pays back
-        # after ~150 steps, so only runs shorter than ~5 minutes / 200 steps stay eager (dev/bench_train.py).
+        # On 2 CPU cores a cold compile takes 70-90 s at depth 4 and then steps run ~1.4x faster: it pays back
+        # after ~150-200 steps, so only runs shorter than ~5 minutes / 200 steps stay eager (dev/bench_train.py).
         remaining_steps = None if time_budget else num_iterations - step
         short_cpu_run = device.type == "cpu" and (time_budget < 5 * 60 if time_budget else remaining_steps < 200)
         compile_mode = "off" if short_cpu_run else "on"
