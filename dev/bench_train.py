@@ -4,7 +4,7 @@ one configuration after another, and prints a table of ms/step, tok/s, MFU, peak
 the matmul peak of each dtype measured in the same run. Needs a tokenizer and data (see README: tok_train,
 nanochat.dataset --offline). Hold /tmp/bench.lock so two benchmarks never share the cores:
 
-    flock /tmp/bench.lock python -m dev.bench_train                      # throughput table (d4 b8, d6 b32)
+    flock /tmp/bench.lock python -m dev.bench_train                      # throughput table (d4 b8, d6 b32, d6 ours)
     flock /tmp/bench.lock python -m dev.bench_train --bpb-steps 300      # + val bpb fp32 vs bf16 at equal steps
     flock /tmp/bench.lock python -m dev.bench_train --time-budget 14 --only none   # 14-minute d4 run, its val bpb
     python -m dev.bench_train --shapes "d6 b32" --modes bfloat16:on --steps 2 --profile  # where a step's time goes
@@ -176,10 +176,10 @@ def main():
     if args.bpb_steps > 0:
         flags = SHAPES["d4 b8"] + ["--num-iterations", str(args.bpb_steps), "--eval-every", "-1",
                                    "--eval-tokens", "262144", *extra]
-        results = {dtype: run_base_train(flags, dtype, workdir, f"bpb_{dtype}.log") for dtype in ("float32", "bfloat16")}
-        f32, b16 = results["float32"]["val_bpb"], results["bfloat16"]["val_bpb"]
+        runs = {dtype: run_base_train(flags, dtype, workdir, f"bpb_{dtype}.log") for dtype in ("float32", "bfloat16")}
+        f32, b16 = runs["float32"]["val_bpb"], runs["bfloat16"]["val_bpb"]
         print(f"\nval bpb after {args.bpb_steps} steps (d4, head dim 64, 8192 tokens/step): fp32 {f32:.4f} "
-              f"({results['float32']['train_min']:.1f} min), bf16 {b16:.4f} ({results['bfloat16']['train_min']:.1f} min); "
+              f"({runs['float32']['train_min']:.1f} min), bf16 {b16:.4f} ({runs['bfloat16']['train_min']:.1f} min); "
               f"bf16 - fp32 = {100 * (b16 - f32) / f32:+.2f}%")
         results["bpb_equal_steps"] = {"steps": args.bpb_steps, "float32": f32, "bfloat16": b16}
 
