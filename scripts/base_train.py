@@ -246,8 +246,7 @@ def main(argv=None):
     if compile_mode == "auto":
         # On 2 CPU cores a cold compile takes 70-90 s at depth 4 and then steps run ~1.4x faster: it pays back
         # after ~150-200 steps, so only runs shorter than ~5 minutes / 200 steps stay eager (dev/bench_train.py).
-        remaining_steps = None if time_budget else num_iterations - step
-        short_cpu_run = device.type == "cpu" and (time_budget < 5 * 60 if time_budget else remaining_steps < 200)
+        short_cpu_run = device.type == "cpu" and (time_budget < 5 * 60 if time_budget else num_iterations - step < 200)
         compile_mode = "off" if short_cpu_run else "on"
     if compile_mode == "on" and device.type == "cpu" and not shutil.which(os.environ.get("CXX") or "g++"):
         # Inductor writes and builds C++ kernels on CPU; without a compiler it would fail at the first step.

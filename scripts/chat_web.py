@@ -61,8 +61,6 @@ MAX_CONNECTIONS = 256              # open connections (slow senders included); u
 UI_PATH = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "nanochat", "ui.html")
 
 
-
-
 def page_headers(html: str) -> dict:
     """Security headers for the chat page. The Content-Security-Policy allows exactly the page's own inline script
     and style (by hash) and requests to this server: even if text ever reached the page as HTML, no injected script
