@@ -129,10 +129,10 @@ def bpb_compare(args):
     from nanochat.engine import quantize_int8
     from nanochat.loss_eval import evaluate_bpb
     from nanochat.tokenizer import get_token_bytes
-    _, _, _, _, device = compute_init("cpu")
+    device = compute_init("cpu").device
     try:
         model, tokenizer, meta = load_model(args.bpb_source, device, phase="eval", model_tag=args.bpb_model_tag)
-    except (UserError, FileNotFoundError) as e:
+    except UserError as e:
         print(json.dumps({"bpb": "skipped", "reason": str(e)}))
         return
     token_bytes = get_token_bytes(device)

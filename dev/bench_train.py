@@ -34,7 +34,7 @@ from nanochat.common import compute_dtype, get_base_dir
 from nanochat.dataloader import tokenizing_distributed_data_loader
 from nanochat.gpt import build_model, config_from_depth, measure_matmul_flops
 from nanochat.tokenizer import get_tokenizer
-from scripts.base_train import train_step
+from nanochat.train import train_step
 
 # (name, base_train flags): a depth-4 model, the public nanochat CPU recipe shape (depth 6, head dim 64, batch 32),
 # and the same depth, sequence and total batch with base_train's defaults for the rest.

@@ -4,8 +4,7 @@ Shared plumbing for every script: base directory, logging, device / dtype / thre
 The one place in the project that decides which device and compute dtype are used (and says why).
 Nothing here is run directly; scripts call `compute_init()` at start-up:
 
-    ddp, rank, local_rank, world_size, device = compute_init(args.device_type)
-    dtype = compute_dtype(device)          # bf16 or fp32, chosen once, logged with its reason
+    compute = compute_init(args.device_type)    # .device, .dtype (bf16 or fp32, logged with its reason), .rank, ...
 """
 
 import contextlib
@@ -14,6 +13,7 @@ import os
 import random
 import resource
 import sys
+from dataclasses import dataclass
 
 import torch
 
@@ -65,6 +65,27 @@ def atomic_write(path: str, write):
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)
+
+
+HF_HUB_URL = "https://huggingface.co"
+_hub_answer: bool | None = None
+
+
+def hub_reachable(timeout: float = 3.0) -> bool:
+    """True when the Hugging Face hub answers within `timeout` seconds; asked once per process.
+    NANOCHAT_OFFLINE=1 answers False without asking the network."""
+    global _hub_answer
+    if os.environ.get("NANOCHAT_OFFLINE", "") not in ("", "0"):
+        return False
+    if _hub_answer is None:
+        import urllib.request  # only this function uses the network
+        try:
+            urllib.request.urlopen(urllib.request.Request(HF_HUB_URL, method="HEAD"), timeout=timeout)
+            _hub_answer = True
+        except Exception as e:  # DNS failure, refused, timeout, HTTP error: all mean "use the offline path"
+            logger.info("Hugging Face hub not reachable (%s): using offline data from packages", e)
+            _hub_answer = False
+    return _hub_answer
 
 
 class UserError(SystemExit):
@@ -174,11 +195,24 @@ def seed_everything(seed: int):
         torch.cuda.manual_seed_all(seed)
 
 
-def compute_init(device_type: str = "", seed: int = 42):
-    """Pick the device, set seeds and threads, start DDP under torchrun on CUDA.
+@dataclass(frozen=True)
+class Compute:
+    """Where and how this process computes: what compute_init decided."""
+    device: torch.device
+    dtype: torch.dtype             # matmul dtype under autocast; weights and optimizer state stay fp32
+    ddp: bool = False              # launched by torchrun (on CUDA)
+    rank: int = 0
+    local_rank: int = 0
+    world_size: int = 1
 
-    Returns (ddp, rank, local_rank, world_size, device).
-    """
+    @property
+    def master(self) -> bool:
+        """Rank 0: the process that saves checkpoints and prints samples."""
+        return self.rank == 0
+
+
+def compute_init(device_type: str | None = None, seed: int = 42) -> Compute:
+    """Pick the device and dtype, set seeds and threads, start DDP under torchrun on CUDA."""
     setup_logging()
     device_type = device_type or autodetect_device_type()
     if device_type not in ("cuda", "cpu", "mps"):
@@ -218,7 +252,7 @@ def compute_init(device_type: str = "", seed: int = 42):
 
     logger.info("device %s (%s), %d torch threads, world size %d, compute %s",
                 device, device_type, torch.get_num_threads(), world_size, dtype_reason(device))
-    return ddp, rank, local_rank, world_size, device
+    return Compute(device, compute_dtype(device), ddp, rank, local_rank, world_size)
 
 
 def compute_cleanup():

@@ -17,7 +17,7 @@ import re
 import tiktoken
 import torch
 
-from nanochat.common import atomic_write, get_base_dir
+from nanochat.common import UserError, atomic_write, get_base_dir
 
 SPECIAL_TOKENS = [
     "<|bos|>",              # starts every document
@@ -83,11 +83,11 @@ class Tokenizer:
     def from_directory(cls, directory: str) -> "Tokenizer":
         path = os.path.join(directory, "tokenizer.pkl")
         if not os.path.exists(path):
-            raise FileNotFoundError(f"no tokenizer at {path}: train one first with `python -m scripts.tok_train`")
+            raise UserError(f"no tokenizer at {path}: train one first with `python -m scripts.tok_train`")
         with open(path, "rb") as f:
             state = pickle.load(f)
         if state.get("special_tokens") != SPECIAL_TOKENS:
-            raise ValueError(f"{path} was saved with other special tokens ({state.get('special_tokens')}); "
+            raise UserError(f"{path} was saved with other special tokens ({state.get('special_tokens')}); "
                              "retrain it with `python -m scripts.tok_train`")
         return cls(state["pattern"], state["mergeable_ranks"])
 
@@ -252,5 +252,5 @@ def get_tokenizer() -> Tokenizer:
 def get_token_bytes(device="cpu") -> torch.Tensor:
     path = os.path.join(tokenizer_dir(), "token_bytes.pt")
     if not os.path.exists(path):
-        raise FileNotFoundError(f"no {path}: train a tokenizer first with `python -m scripts.tok_train`")
+        raise UserError(f"no {path}: train a tokenizer first with `python -m scripts.tok_train`")
     return torch.load(path, map_location=device)

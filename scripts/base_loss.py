@@ -6,10 +6,9 @@ Bits per byte of a trained base model on the train and val splits, plus a few gr
     torchrun --standalone --nproc_per_node=8 -m scripts.base_loss --data hub    # GPUs: ranks split the tokens
 """
 
-import argparse
-
+from nanochat import cli
 from nanochat.checkpoint_manager import load_model
-from nanochat.common import autocast_ctx, compute_cleanup, compute_dtype, compute_init, print0
+from nanochat.common import autocast_ctx, compute_cleanup, compute_init, print0
 from nanochat.dataloader import tokenizing_distributed_data_loader
 from nanochat.loss_eval import evaluate_bpb
 from nanochat.tokenizer import get_token_bytes
@@ -19,19 +18,17 @@ PROMPTS = ["The capital of France is", "The chemical symbol of gold is", "If yes
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(description="Train/val bits per byte and samples of a base model")
-    p.add_argument("--source", default="base", help="checkpoint stage: base, mid, sft or rl")
-    p.add_argument("--model-tag", default=None, help="checkpoint folder, e.g. d4 (default: the deepest)")
-    p.add_argument("--step", type=int, default=None, help="checkpoint step (default: the latest)")
-    p.add_argument("--device-batch-size", type=int, default=8, help="sequences per forward pass")
-    p.add_argument("--split-tokens", type=int, default=262144, help="tokens evaluated per split")
-    p.add_argument("--data", default="auto", help="text source: auto, hub, offline, or a .txt/.jsonl file or folder")
-    p.add_argument("--max-new-tokens", type=int, default=24, help="tokens per greedy sample (0 = no samples)")
-    p.add_argument("--device-type", default="", help="cuda, cpu or mps (default: autodetect)")
+    p = cli.parser("Train/val bits per byte and samples of a base model")
+    cli.add_checkpoint_args(p, default_source="base")
+    p.add_argument("--device-batch-size", type=cli.positive_int, default=8, help="sequences per forward pass")
+    p.add_argument("--split-tokens", type=cli.positive_int, default=262144, help="tokens evaluated per split")
+    cli.add_data_arg(p)
+    p.add_argument("--max-new-tokens", type=cli.nonneg_int, default=24, help="tokens per greedy sample (0 = no samples)")
+    cli.add_system_args(p)
     args = p.parse_args(argv)
 
-    _, rank, _, world_size, device = compute_init(args.device_type)
-    dtype = compute_dtype(device)
+    compute = compute_init(args.device_type)
+    device, dtype, world_size = compute.device, compute.dtype, compute.world_size
     model, tokenizer, meta = load_model(args.source, device, phase="eval", model_tag=args.model_tag, step=args.step)
     token_bytes = get_token_bytes(device)
     B, T = args.device_batch_size, model.config.sequence_len
@@ -44,7 +41,7 @@ def main(argv=None):
         finally:
             loader.close()
         print0(f"{split} bpb: {results[split]:.4f} ({steps * B * T * world_size:,} tokens)")
-    for prompt in PROMPTS if args.max_new_tokens > 0 and rank == 0 else []:
+    for prompt in PROMPTS if args.max_new_tokens > 0 and compute.master else []:
         ids = tokenizer.encode(prompt, prepend="<|bos|>")
         with autocast_ctx(device, dtype):
             out = list(model.generate(ids, max_tokens=args.max_new_tokens, temperature=0))

@@ -9,10 +9,10 @@ In the interactive chat: `clear` starts a new conversation, `quit` (or Ctrl-D) e
 being written (press it again at the prompt to exit). Long conversations drop their oldest turns to fit the context.
 """
 
-import argparse
 import sys
 
-from nanochat.common import UserError, compute_init
+from nanochat import cli
+from nanochat.common import compute_init
 from nanochat.engine import load_engine
 
 
@@ -35,32 +35,16 @@ def reply(engine, conversation: list[dict], args) -> str:
     return "".join(pieces)
 
 
-def main():
-    parser = argparse.ArgumentParser(description="Chat with a trained nanochat model in the terminal")
+def main(argv=None):
+    parser = cli.parser("Chat with a trained nanochat model in the terminal")
     parser.add_argument("-p", "--prompt", default=None, help="ask this one question, print the answer and exit")
-    parser.add_argument("--source", choices=["base", "mid", "sft", "rl"], default=None,
-                        help="checkpoint stage (default: the most trained one available: rl, sft, mid, base)")
-    parser.add_argument("--model-tag", default=None, help="model folder, e.g. d4 (default: the largest)")
-    parser.add_argument("--step", type=int, default=None, help="checkpoint step (default: the latest)")
-    parser.add_argument("--temperature", type=float, default=0.6, help="sampling temperature (0 = greedy)")
-    parser.add_argument("--top-k", type=int, default=50, help="sample among the k most likely tokens (0 = all)")
-    parser.add_argument("--max-tokens", type=int, default=512, help="longest reply, in tokens")
-    parser.add_argument("--seed", type=int, default=42, help="random seed of the sampler")
-    parser.add_argument("--device-type", default="", help="cpu or cuda (default: autodetect)")
-    parser.add_argument("--dtype", choices=["float32", "bfloat16"], default="float32", help="inference dtype")
-    parser.add_argument("--quantize", choices=["auto", "none", "int8"], default="auto",
-                        help="int8 weight-only quantization; auto = int8 on CPUs with native bf16 (faster there), else none")
-    parser.add_argument("--threads", type=int, default=1,
-                        help="torch threads (1: never slowed down by other busy processes; 2 can be faster on an idle "
-                             "machine, see README)")
-    parser.add_argument("--compile", action="store_true", help="torch.compile the decode step (slow start)")
-    args = parser.parse_args()
-    if not 0 <= args.temperature <= 2:
-        raise UserError(f"--temperature {args.temperature}: use a value from 0 to 2")
-    if args.top_k < 0 or args.max_tokens < 1:
-        raise UserError("--top-k must be >= 0 and --max-tokens >= 1")
+    cli.add_checkpoint_args(parser)
+    cli.add_sampling_args(parser)
+    cli.add_inference_args(parser, compile_default=False)
+    cli.add_system_args(parser)
+    args = parser.parse_args(argv)
 
-    _, _, _, _, device = compute_init(args.device_type)
+    device = compute_init(args.device_type).device
     engine, name = load_engine(args.source, args.model_tag, args.step, device, args.dtype, args.quantize, args.compile,
                                threads=args.threads)
 

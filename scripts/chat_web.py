@@ -18,7 +18,6 @@ Requests beyond the workers wait in a bounded queue; when it is full (or the wai
 open connections uvicorn itself answers a plain-text 503. The page is served with a strict Content-Security-Policy.
 """
 
-import argparse
 import asyncio
 import base64
 import hashlib
@@ -38,6 +37,7 @@ from fastapi.responses import HTMLResponse, JSONResponse, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, model_validator
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from nanochat import cli
 from nanochat.engine import Engine
 
 # -----------------------------------------------------------------------------
@@ -505,35 +505,22 @@ def server_config(app: FastAPI, **kwargs):
     return uvicorn.Config(app, limit_concurrency=MAX_CONNECTIONS, **kwargs)
 
 
-def main():
-    parser = argparse.ArgumentParser(description="Chat web server (UI + nanochat and OpenAI-compatible APIs)")
+def main(argv=None):
+    parser = cli.parser("Chat web server (UI + nanochat and OpenAI-compatible APIs)")
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on (0.0.0.0 = every interface)")
-    parser.add_argument("--port", type=int, default=8000, help="port to listen on")
-    parser.add_argument("--num-workers", type=int, default=1, help="replies generated at the same time")
-    parser.add_argument("--queue-size", type=int, default=QUEUE_SIZE, help="requests that may wait for a worker")
-    parser.add_argument("--source", choices=["base", "mid", "sft", "rl"], default=None,
-                        help="checkpoint stage (default: the most trained one available: rl, sft, mid, base)")
-    parser.add_argument("--model-tag", default=None, help="model folder, e.g. d4 (default: the largest)")
-    parser.add_argument("--step", type=int, default=None, help="checkpoint step (default: the latest)")
-    parser.add_argument("--device-type", default="", help="cpu or cuda (default: autodetect)")
-    parser.add_argument("--dtype", choices=["float32", "bfloat16"], default="float32",
-                        help="inference dtype (bf16 was slower at batch 1 on CPU: see README)")
-    parser.add_argument("--quantize", choices=["auto", "none", "int8"], default="auto",
-                        help="int8 weight-only quantization; auto = int8 on CPUs with native bf16 (faster there), else none")
-    parser.add_argument("--threads", type=int, default=1,
-                        help="torch threads (1: never slowed down by other busy processes; 2 can be faster on an idle "
-                             "machine, see README)")
-    parser.add_argument("--compile", action=argparse.BooleanOptionalAction, default=True,
-                        help="torch.compile the batch-1 decode step: 10-60 s at start, then 1.3-1.4x faster replies "
-                             "(falls back to eager if compiling fails)")
-    args = parser.parse_args()
+    parser.add_argument("--port", type=cli.nonneg_int, default=8000, help="port to listen on")
+    parser.add_argument("--num-workers", type=cli.positive_int, default=1, help="replies generated at the same time")
+    parser.add_argument("--queue-size", type=cli.nonneg_int, default=QUEUE_SIZE,
+                        help="requests that may wait for a worker")
+    cli.add_checkpoint_args(parser)
+    cli.add_inference_args(parser, compile_default=True)
+    cli.add_system_args(parser)
+    args = parser.parse_args(argv)
 
     import uvicorn
-    from nanochat.common import UserError, compute_init, logger
+    from nanochat.common import compute_init, logger
     from nanochat.engine import load_engine
-    if args.num_workers < 1 or args.queue_size < 0:
-        raise UserError("--num-workers must be at least 1 and --queue-size at least 0")
-    _, _, _, _, device = compute_init(args.device_type)
+    device = compute_init(args.device_type).device
     engine, name = load_engine(args.source, args.model_tag, args.step, device, args.dtype, args.quantize, args.compile,
                                threads=args.threads)
     if args.compile:

