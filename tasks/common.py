@@ -25,7 +25,7 @@ import logging
 import random
 import re
 
-from nanochat.packages import hub_reachable
+from nanochat.common import hub_reachable
 
 logger = logging.getLogger("nanochat")
 

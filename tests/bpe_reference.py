@@ -18,7 +18,7 @@ from pathlib import Path
 
 import regex
 
-# The project's split pattern (DESIGN.md): GPT-4's, with numbers in groups of 1-2 digits.
+# The project's split pattern: GPT-4's, with numbers in groups of 1-2 digits.
 SPLIT_PATTERN = r"""'(?i:[sdmt]|ll|ve|re)|[^\r\n\p{L}\p{N}]?+\p{L}+|\p{N}{1,2}| ?[^\s\p{L}\p{N}]++[\r\n]*|\s*[\r\n]|\s+(?!\S)|\s+"""
 # GPT-4's own pattern (PyPI rustbpe's default): numbers in groups of 1-3 digits.
 GPT4_PATTERN = SPLIT_PATTERN.replace(r"\p{N}{1,2}", r"\p{N}{1,3}")

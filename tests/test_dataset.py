@@ -300,7 +300,7 @@ def fixture_sources(tmp_path):
 def test_build_offline_fixture(tmp_path):
     fetch = fixture_sources(tmp_path)
     out = tmp_path / "shards"
-    report = O.build_offline(str(out), fetch=fetch, shard_chars=20_000)
+    report = D.build_offline(str(out), fetch=fetch, shard_chars=20_000)
     assert set(report.stats) == {"gcide", "jane-austen", "sotu+moby-dick"}
     assert set(report.missing) == {"wordnet", "foldoc", "python-docs", "factbook", "brown"}
     assert "MISSING brown" in report.table() and "share" in report.table()
@@ -319,7 +319,7 @@ def test_build_offline_fixture(tmp_path):
     assert val and not (val & train)
     # a rebuild gives byte-identical shards
     digests = [hashlib.sha256(open(p, "rb").read()).hexdigest() for p in files]
-    O.build_offline(str(out), fetch=fetch, shard_chars=20_000)
+    D.build_offline(str(out), fetch=fetch, shard_chars=20_000)
     assert [hashlib.sha256(open(p, "rb").read()).hexdigest() for p in D.list_parquet_files(str(out))] == digests
 
 
@@ -327,7 +327,7 @@ def test_build_offline_nothing_available(tmp_path):
     def fetch(registry, package, version):
         raise RuntimeError("registry unreachable")
     with pytest.raises(UserError, match="no package could be fetched"):
-        O.build_offline(str(tmp_path), fetch=fetch)
+        D.build_offline(str(tmp_path), fetch=fetch)
 
 
 def test_build_offline_real_packages(tmp_path):
@@ -338,7 +338,7 @@ def test_build_offline_real_packages(tmp_path):
     except PackageUnavailable as e:
         pytest.skip(f"Debian registry unreachable: {e}")
     sources = [s for s in O.OFFLINE_SOURCES if s[0] in ("jane-austen", "brown", "foldoc")]
-    report = O.build_offline(str(tmp_path / "real"), sources=sources)
+    report = D.build_offline(str(tmp_path / "real"), sources=sources)
     if report.missing:
         pytest.skip(f"a registry is unreachable: {report.missing}")
     print(report.table())

@@ -1,6 +1,6 @@
 """
 Tests of the optimizers and schedule: Newton-Schulz orthogonalises, Muon's update is near-orthogonal and scaled,
-Muon state survives a save/load, every parameter gets exactly one optimizer with DESIGN.md's rates.
+Muon state survives a save/load, every parameter gets exactly one optimizer with nanochat's rates.
 
     pytest tests/test_optim.py -q
 """

@@ -7,6 +7,7 @@ The download tests use PyPI (a 30 KB package) and skip when PyPI cannot be reach
 import pytest
 
 from nanochat import packages
+from nanochat.common import hub_reachable
 from nanochat.packages import PackageUnavailable
 
 
@@ -35,7 +36,7 @@ def test_failed_fetch_leaves_nothing_cached(base):
 
 def test_offline_switch(monkeypatch):
     monkeypatch.setenv("NANOCHAT_OFFLINE", "1")
-    assert packages.hub_reachable() is False
+    assert hub_reachable() is False
 
 
 def test_fetch_pypi_is_cached(base, monkeypatch):
