@@ -8,12 +8,15 @@ nanochat.dataset --offline). Hold /tmp/bench.lock so two benchmarks never share 
     flock /tmp/bench.lock python -m dev.bench_train --bpb-steps 300      # + val bpb fp32 vs bf16 at equal steps
     flock /tmp/bench.lock python -m dev.bench_train --time-budget 14 --only none   # 14-minute d4 run, its val bpb
     python -m dev.bench_train --shapes "d6 b32" --modes bfloat16:on --steps 2 --profile  # where a step's time goes
+    git worktree add /tmp/old HEAD~3 && python -m dev.bench_train --against /tmp/old --rounds 2   # old code vs new
 
 Each throughput row is the median step time over --steps steps after --warmup steps (compile happens in the
 warmup; its cost is the 'first steps' column). Checkpoints go to a temporary base dir and are deleted.
 Rows run one after another, so a busy neighbour can slow one row and not the next. The compile speed-up is
 therefore also measured interleaved (--interleave-rounds): one process, one model, eager and compiled steps
 taking turns on the same real batches; the median of the per-round ratios is robust to that noise.
+--against DIR compares with another checkout of this project (an older commit): every row runs there and here in
+turn, --rounds times, and the table gains the baseline's ms/step and the ratio of the medians (new / old).
 The last line is all results as JSON ("RESULTS {...}").
 """
 
@@ -46,16 +49,20 @@ SHAPES = {
     "d6 ours": ["--depth", "6", "--head-dim", "128", "--max-seq-len", "512", "--device-batch-size", "8",
                 "--total-batch-size", "16384"],
 }
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 STEP_RE = re.compile(r"^step (\d+) .*\| loss ([\d.]+) .*\| dt (\d+)ms \| tok/s ([\d,]+) \| mfu ([\d.]+)%")
 
 
-def run_base_train(flags, dtype: str, workdir: str, log_name: str) -> dict:
-    """Run base_train in a subprocess with NANOCHAT_DTYPE=dtype; parse its step lines, val bpb and peak RSS."""
+def run_base_train(flags, dtype: str, workdir: str, log_name: str, tree: str | None = None) -> dict:
+    """Run base_train (of checkout `tree`, default this one) in a subprocess with NANOCHAT_DTYPE=dtype; parse its
+    step lines, val bpb and peak RSS."""
     env = {**os.environ, "NANOCHAT_DTYPE": dtype, "NANOCHAT_BASE_DIR": workdir, "PYTHONUNBUFFERED": "1"}
+    if tree:        # `python -m` puts the working directory first on sys.path: that tree's packages win
+        env.pop("PYTHONPATH", None)
     cmd = [sys.executable, "-m", "scripts.base_train", "--model-tag", "bench", *flags]
     log_path = os.path.join(workdir, log_name)
     with open(log_path, "w") as log:
-        proc = subprocess.run(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, text=True)
+        proc = subprocess.run(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, text=True, cwd=tree or REPO)
     text = open(log_path).read()
     if proc.returncode != 0 and "\ndone: " in text:
         print(f"  warning: base_train exited with code {proc.returncode} after finishing (see {log_path})")
@@ -69,6 +76,11 @@ def run_base_train(flags, dtype: str, workdir: str, log_name: str) -> dict:
             "loss": [float(s[1]) for s in steps], "val_bpb": float(bpbs[-1][0]) if bpbs else None,
             "train_min": float(bpbs[-1][1]) if bpbs else None, "rss_gib": float(rss.group(1)) if rss else None,
             "log": log_path}
+
+
+def median_timed_ms(runs: list[dict], warmup: int) -> float:
+    """Median step time over the steps after the warm-up of every run."""
+    return statistics.median(t for r in runs for t in r["dt_ms"][warmup:])
 
 
 def interleaved_compile_speedup(shape: str, rounds: int, source: str, profile: bool = False) -> dict:
@@ -124,7 +136,11 @@ def main():
     p.add_argument("--interleave-rounds", type=int, default=6,
                    help="eager/compiled step pairs per shape for the interleaved compile speed-up (0 = skip)")
     p.add_argument("--profile", action="store_true", help="print an operator profile of one compiled step per shape")
+    p.add_argument("--against", default="", help="another checkout of this project to compare each row with")
+    p.add_argument("--rounds", type=int, default=1, help="with --against: runs of each row per checkout, alternating")
     args = p.parse_args()
+    if args.against and not os.path.isfile(os.path.join(args.against, "scripts", "base_train.py")):
+        raise SystemExit(f"error: --against {args.against}: no scripts/base_train.py there (give a checkout)")
 
     src_tok = os.path.join(get_base_dir(), "tokenizer")
     if not os.path.exists(os.path.join(src_tok, "tokenizer.pkl")):
@@ -150,17 +166,29 @@ def main():
                 dtype, comp = mode.split(":")
                 flags = SHAPES[shape] + ["--num-iterations", str(n), "--eval-every", "-1", "--eval-tokens", "4096",
                                          "--compile", comp, *extra]
-                r = run_base_train(flags, dtype, workdir, f"{shape.replace(' ', '_')}_{dtype}_{comp}.log")
+                log = f"{shape.replace(' ', '_')}_{dtype}_{comp}"
+                ours, theirs = [], []
+                for i in range(args.rounds if args.against else 1):
+                    if args.against:
+                        theirs.append(run_base_train(flags, dtype, workdir, f"{log}_against{i}.log", args.against))
+                    ours.append(run_base_train(flags, dtype, workdir, f"{log}_{i}.log"))
                 tokens = int(SHAPES[shape][SHAPES[shape].index("--total-batch-size") + 1])
-                dt = statistics.median(r["dt_ms"][args.warmup:])
-                rows.append((shape, dtype, comp, dt, tokens / dt * 1000, statistics.median(r["mfu"][args.warmup:]),
-                             r["rss_gib"], sum(r["dt_ms"][:args.warmup]) / 1000))
-                print(f"  done {shape} {dtype} compile={comp}: {dt:.0f} ms/step", flush=True)
-        print(f"\n| shape | dtype | compile | ms/step | tok/s | MFU (vs measured peak) | peak RSS GiB | first {args.warmup} steps s |")
-        print("|---|---|---|---|---|---|---|---|")
-        for shape, dtype, comp, dt, tps, mfu, rss, first in rows:
-            print(f"| {shape} | {dtype} | {comp} | {dt:.0f} | {tps:,.0f} | {mfu:.1f}% | {rss:.2f} | {first:.1f} |")
-        keys = ("shape", "dtype", "compile", "ms_per_step", "tok_per_s", "mfu_pct", "peak_rss_gib", "first_steps_s")
+                dt = median_timed_ms(ours, args.warmup)
+                base_dt = median_timed_ms(theirs, args.warmup) if theirs else None
+                rows.append((shape, dtype, comp, dt, tokens / dt * 1000,
+                             statistics.median(m for r in ours for m in r["mfu"][args.warmup:]),
+                             max(r["rss_gib"] for r in ours), sum(ours[0]["dt_ms"][:args.warmup]) / 1000,
+                             base_dt, base_dt / dt if base_dt else None))
+                print(f"  done {shape} {dtype} compile={comp}: {dt:.0f} ms/step"
+                      + (f" (against: {base_dt:.0f} ms/step)" if base_dt else ""), flush=True)
+        against = " | against ms/step | speed vs against" if args.against else ""
+        print(f"\n| shape | dtype | compile | ms/step | tok/s | MFU (vs measured peak) | peak RSS GiB | first {args.warmup} steps s{against} |")
+        print("|---|---|---|---|---|---|---|---|" + ("---|---|" if args.against else ""))
+        for shape, dtype, comp, dt, tps, mfu, rss, first, base_dt, ratio in rows:
+            print(f"| {shape} | {dtype} | {comp} | {dt:.0f} | {tps:,.0f} | {mfu:.1f}% | {rss:.2f} | {first:.1f} |"
+                  + (f" {base_dt:.0f} | {ratio:.3f}x |" if args.against else ""))
+        keys = ("shape", "dtype", "compile", "ms_per_step", "tok_per_s", "mfu_pct", "peak_rss_gib", "first_steps_s",
+                "against_ms_per_step", "speed_vs_against")
         results["throughput"] = [dict(zip(keys, row)) for row in rows]
 
     if args.only != "none" and args.interleave_rounds > 0:
