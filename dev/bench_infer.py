@@ -48,7 +48,8 @@ BASELINE_TOK_S = {4: 165.0, 6: 103.0}   # public nanochat's Engine on this machi
 
 def build_engine(depth, variant, args):
     import torch
-    from nanochat.engine import Engine, quantize_int8
+    from nanochat.engine import Engine
+    from nanochat.quantize import quantize_int8
     from nanochat.gpt import build_model, config_from_depth
     from nanochat.tokenizer import SPLIT_PATTERN, Tokenizer
     tokenizer = Tokenizer(SPLIT_PATTERN, {bytes([i]): i for i in range(256)})   # only its special ids are used
@@ -126,7 +127,7 @@ def bpb_compare(args):
     from nanochat.checkpoint_manager import load_model
     from nanochat.common import UserError, compute_init
     from nanochat.dataloader import tokenizing_distributed_data_loader
-    from nanochat.engine import quantize_int8
+    from nanochat.quantize import quantize_int8
     from nanochat.loss_eval import evaluate_bpb
     from nanochat.tokenizer import get_token_bytes
     device = compute_init("cpu").device

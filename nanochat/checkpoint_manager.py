@@ -7,6 +7,7 @@ exists is complete: a run killed mid-save leaves the previous checkpoint as the 
 
 Used by the training scripts (`--resume`) and by everything that loads a trained model:
     model, tokenizer, meta = load_model("base", device, phase="eval")
+    model, tokenizer, meta = load_model(best_source(), device)     # the most trained stage: rl > sft > mid > base
 """
 
 import glob
@@ -121,6 +122,19 @@ def checkpoint_dir_for(source: str, model_tag: str | None = None) -> str:
         raise UserError(f"unknown checkpoint source {source!r}: use one of {', '.join(STAGE_DIRS)}")
     stage_dir = os.path.join(get_base_dir(), STAGE_DIRS[source])
     return os.path.join(stage_dir, model_tag or find_largest_model(stage_dir))
+
+
+SOURCES_BEST_FIRST = ("rl", "sft", "mid", "base")
+
+
+def best_source() -> str:
+    """The most trained stage that has a checkpoint: rl, then sft, mid, base."""
+    for source in SOURCES_BEST_FIRST:
+        stage_dir = os.path.join(get_base_dir(), STAGE_DIRS[source])
+        if os.path.isdir(stage_dir) and os.listdir(stage_dir):
+            return source
+    raise UserError(f"no checkpoints under {get_base_dir()}: train a model first "
+                    "(e.g. `bash train_cpu.sh`, or `python -m scripts.base_train --depth 4`)")
 
 
 def load_model(source: str, device, phase: str = "eval", model_tag: str | None = None, step: int | None = None):

@@ -1,7 +1,8 @@
 """
-Inference: a preallocated KV cache, token sampling, the calculator tool, and the Engine that ties them together.
+Inference: a preallocated KV cache, token sampling, text streaming, and the Engine that ties them together with
+the calculator tool (nanochat/calculator.py); load_engine loads a checkpoint into an Engine.
 
-Used by chat_cli, chat_web, chat_eval and chat_rl; nothing here is run directly. In code:
+Used by scripts/chat_cli.py and scripts/chat_web.py (through load_engine); nothing here is run directly. In code:
 
     engine = Engine(model, tokenizer)
     for token_column, token_masks in engine.generate(prompt_ids, num_samples=1, max_tokens=64, temperature=0.0):
@@ -12,157 +13,22 @@ How a request runs: the prompt is fed once at batch 1 (prefill); its keys/values
 cache preallocated for num_samples rows and prompt + max_tokens positions; then one token per step is decoded for all
 rows. Rows stop at <|assistant_end|> or <|bos|>, at max_tokens, or when the model's context is full.
 
-Tool use: text the model writes between <|python_start|> and <|python_end|> goes to `calculator`, a small parser that
-evaluates arithmetic and "string".count("s") and nothing else; its result is forced in as
+Tool use: text the model writes between <|python_start|> and <|python_end|> goes to the calculator, a small parser
+that evaluates arithmetic and "string".count("s") and nothing else; its result is forced in as
 <|output_start|>result<|output_end|> (mask 0: the model did not choose those tokens).
 """
 
-import ast
 import codecs
-import math
-import os
-import re
 from collections import deque
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 
 import torch
 
-# -----------------------------------------------------------------------------
-# Calculator: parse with `ast`, walk an allow-list, check sizes BEFORE computing anything big.
-
-CALC_MAX_CHARS = 256           # longer tool calls are rejected unparsed
-CALC_MAX_DEPTH = 32            # nesting depth of the expression tree
-CALC_MAX_INT_BITS = 256        # ints beyond ~77 decimal digits are "huge" (inputs, intermediates, results)
-
-
-class CalculatorError(ValueError):
-    """The expression is outside the calculator's grammar or its size limits."""
-
-
-_BINOPS = {ast.Add: "+", ast.Sub: "-", ast.Mult: "*", ast.Div: "/", ast.FloorDiv: "//", ast.Mod: "%", ast.Pow: "**"}
-
-
-def _check_number(x):
-    if isinstance(x, bool) or not isinstance(x, (int, float)):
-        raise CalculatorError(f"result {x!r} is not a real number")
-    if isinstance(x, int) and x.bit_length() > CALC_MAX_INT_BITS:
-        raise CalculatorError(f"number too large (over {CALC_MAX_INT_BITS} bits)")
-    if isinstance(x, float) and not math.isfinite(x):
-        raise CalculatorError("result is not finite")
-    return x
-
-
-def _power(base, exp):
-    """base ** exp, refused (not computed) when the result would be huge."""
-    if base == 0 and exp < 0:
-        raise CalculatorError("zero to a negative power")
-    if isinstance(base, float) or isinstance(exp, float):
-        if base < 0 and not float(exp).is_integer():
-            raise CalculatorError("a negative number to a fractional power is not real")
-        if abs(base) > 1 and abs(exp) * math.log2(abs(base)) > 1023:  # would overflow a float
-            raise CalculatorError("power too large")
-        try:
-            return float(base) ** float(exp)
-        except (OverflowError, ZeroDivisionError) as e:
-            raise CalculatorError(f"power failed: {e}") from None
-    # int ** int: the result has about exp * bit_length(base) bits; check that first.
-    if exp < 0:
-        return _power(float(base), float(exp))
-    if abs(base) > 1 and exp * (abs(base).bit_length() - 1) > CALC_MAX_INT_BITS:
-        raise CalculatorError(f"power too large (over {CALC_MAX_INT_BITS} bits)")
-    return base ** exp
-
-
-def _binop(op, a, b):
-    if isinstance(op, ast.Pow):
-        return _power(a, b)
-    if isinstance(op, ast.Add):
-        return a + b
-    if isinstance(op, ast.Sub):
-        return a - b
-    if isinstance(op, ast.Mult):
-        return a * b  # both operands already < 2**256, so the product is < 2**512 before the result check
-    if b == 0:
-        raise CalculatorError("division by zero")
-    if isinstance(op, ast.Div):
-        return a / b
-    if isinstance(op, ast.FloorDiv):
-        return a // b
-    return a % b
-
-
-def _eval(node, depth=0):
-    if depth > CALC_MAX_DEPTH:
-        raise CalculatorError(f"expression nested deeper than {CALC_MAX_DEPTH}")
-    if isinstance(node, ast.Expression):
-        return _eval(node.body, depth + 1)
-    if isinstance(node, ast.Constant):
-        if isinstance(node.value, (int, float)) and not isinstance(node.value, bool):
-            return _check_number(node.value)
-        raise CalculatorError(f"constant {node.value!r} is not allowed (only numbers, and strings with .count)")
-    if isinstance(node, ast.UnaryOp) and isinstance(node.op, (ast.UAdd, ast.USub)):
-        value = _eval(node.operand, depth + 1)
-        return -value if isinstance(node.op, ast.USub) else +value
-    if isinstance(node, ast.BinOp) and type(node.op) in _BINOPS:
-        a, b = _eval(node.left, depth + 1), _eval(node.right, depth + 1)
-        return _check_number(_binop(node.op, a, b))
-    if isinstance(node, ast.Call):
-        return _count(node)
-    if isinstance(node, ast.Name):
-        raise CalculatorError(f"name {node.id!r} is not allowed")
-    if isinstance(node, ast.Attribute):
-        raise CalculatorError(f"attribute .{node.attr} is not allowed (only \"text\".count(\"x\"))")
-    raise CalculatorError(f"{type(node).__name__} is not allowed")
-
-
-def _count(node: ast.Call) -> int:
-    """The one allowed call: "string literal".count("string literal")."""
-    func = node.func
-    ok = (isinstance(func, ast.Attribute) and func.attr == "count"
-          and isinstance(func.value, ast.Constant) and isinstance(func.value.value, str)
-          and len(node.args) == 1 and not node.keywords
-          and isinstance(node.args[0], ast.Constant) and isinstance(node.args[0].value, str))
-    if not ok:
-        raise CalculatorError('calls are not allowed, except "text".count("x") on string literals')
-    return func.value.value.count(node.args[0].value)   # strings are short: CALC_MAX_CHARS bounds them
-
-
-def format_number(x) -> str:
-    """Ints as they are; whole floats without '.0' (48/2 -> '24'); other floats rounded to 10 places."""
-    if isinstance(x, float):
-        if x.is_integer() and abs(x) < 1e15:
-            return str(int(x))
-        return repr(round(x, 10))
-    return str(x)
-
-
-def calculator(expr: str) -> str:
-    """Evaluate a calculator tool call and return its result as text, or raise CalculatorError saying why not.
-
-    Grammar: numbers, + - * / // % ** (size-guarded), unary + -, parentheses, "string".count("s").
-    Nothing outside it is ever evaluated: the expression is parsed, never passed to eval().
-    Thousands separators between digits ("1,234") are removed first.
-    """
-    if not isinstance(expr, str):
-        raise CalculatorError("expression must be a string")
-    if len(expr) > CALC_MAX_CHARS:
-        raise CalculatorError(f"expression longer than {CALC_MAX_CHARS} characters")
-    expr = re.sub(r"(?<=\d),(?=\d{3}\b)", "", expr.strip())
-    try:
-        tree = ast.parse(expr, mode="eval")
-    except (SyntaxError, ValueError, RecursionError, MemoryError) as e:
-        raise CalculatorError(f"cannot parse: {e.__class__.__name__}") from None
-    return format_number(_eval(tree))
-
-
-def use_calculator(expr: str) -> str | None:
-    """calculator() for the engine: None when the expression is refused (then nothing is forced in)."""
-    try:
-        return calculator(expr)
-    except CalculatorError:
-        return None
-
+from nanochat.calculator import use_calculator
+from nanochat.checkpoint_manager import best_source, load_model
+from nanochat.common import compute_dtype
+from nanochat.quantize import quantize_int8
 
 # -----------------------------------------------------------------------------
 # Sampling
@@ -318,7 +184,7 @@ class Engine:
     def __init__(self, model, tokenizer, autocast=None, compile: bool = False):
         self.model = model
         # torch.compile fuses the decode step's many small ops. Only batch-1 decoding uses it: it measured faster
-        # there (dev/bench_infer.py) but slower and erratic at batch 8; prefill (a new shape each time) stays eager.
+        # there but slower at batch 8 (README.md); prefill (a new shape each time) stays eager.
         # dynamic=True: the cache length grows every step and must not trigger a compile per length.
         self.decode_model = torch.compile(model, dynamic=True) if compile else model
         self.tokenizer = tokenizer
@@ -464,83 +330,20 @@ class ReplyStream:
 
 
 # -----------------------------------------------------------------------------
-# Faster CPU inference: int8 weights
-
-class Int8Linear(torch.nn.Module):
-    """A bias-free Linear with int8 weights (one scale per output row, max |w| / 127) for inference.
-
-    On CPU it runs torch's weight-only int8 kernel, which reads 4x fewer weight bytes than fp32: at batch 1 the
-    matmuls of a small model are bound by reading weights, not by arithmetic.
-    """
-
-    def __init__(self, linear: torch.nn.Linear, act_dtype: torch.dtype):
-        super().__init__()
-        if linear.bias is not None:
-            raise ValueError("Int8Linear supports bias-free linears only")
-        w = linear.weight.detach().float()
-        scale = w.abs().amax(dim=1).clamp(min=1e-12) / 127.0
-        self.register_buffer("weight_int8", torch.round(w / scale[:, None]).clamp(-127, 127).to(torch.int8))
-        self.register_buffer("scale", scale.to(act_dtype))
-        self.in_features, self.out_features = linear.in_features, linear.out_features
-        self.act_dtype = act_dtype
-
-    def forward(self, x):
-        x2 = x.reshape(-1, self.in_features).to(self.act_dtype)
-        if x2.device.type == "cpu":
-            y = torch._weight_int8pack_mm(x2, self.weight_int8, self.scale)
-        else:
-            y = torch.nn.functional.linear(x2, self.weight_int8.to(self.act_dtype)) * self.scale
-        return y.view(*x.shape[:-1], self.out_features)
-
-
-def quantize_int8(model, act_dtype: torch.dtype = torch.bfloat16):
-    """In place: every nn.Linear becomes an Int8Linear, the rest of the model (embedding, rotary tables) is cast to
-    act_dtype, so the forward runs in act_dtype on int8 weights. For inference only (there are no gradients)."""
-    for module in list(model.modules()):
-        for name, child in list(module.named_children()):
-            if isinstance(child, torch.nn.Linear):
-                setattr(module, name, Int8Linear(child, act_dtype))
-    for p in model.parameters():
-        p.data = p.data.to(act_dtype)
-    for name, buf in model.named_buffers():
-        if buf.is_floating_point() and not name.endswith("scale"):
-            buf.data = buf.data.to(act_dtype)
-    return model
-
-
-# -----------------------------------------------------------------------------
 # Loading a chat model with the inference options (shared by chat_cli and chat_web)
-
-SOURCES_BEST_FIRST = ("rl", "sft", "mid", "base")
-
-
-def best_source() -> str:
-    """The most trained stage that has a checkpoint: rl, then sft, mid, base."""
-    from nanochat.checkpoint_manager import STAGE_DIRS
-    from nanochat.common import UserError, get_base_dir
-    for source in SOURCES_BEST_FIRST:
-        stage_dir = os.path.join(get_base_dir(), STAGE_DIRS[source])
-        if os.path.isdir(stage_dir) and os.listdir(stage_dir):
-            return source
-    raise UserError(f"no checkpoints under {get_base_dir()}: train a model first "
-                    "(e.g. `bash train_cpu.sh`, or `python -m scripts.base_train --depth 4`)")
-
 
 def load_engine(source: str | None, model_tag: str | None, step: int | None, device, dtype: str = "float32",
                 quantize: str = "auto", compile: bool = False, threads: int | None = None) -> tuple[Engine, str]:
     """Load a checkpoint (best available stage unless `source` is given) and wrap it in an Engine.
 
     dtype "float32" or "bfloat16" (weights and activations); quantize "int8" stores the linears' weights as int8
-    (activations in bf16 on CPUs with native bf16, else fp32), "auto" = int8 on CPUs with native bf16, where torch's
-    int8 kernel is fast (dev/bench_infer.py: depth 6 decodes 1.3-2.5x faster than fp32, depth 4 about as fast; with the
-    compiled decode step int8 is the fastest at both), else none.
+    (nanochat/quantize.py; activations in bf16 on CPUs with native bf16, else fp32), "auto" = int8 on CPUs with
+    native bf16, where torch's int8 kernel is fast, else none (README.md has the measured speeds).
     threads: torch threads on a CPU (None = leave as set). Decoding one token is a chain of tiny ops: extra threads
     mostly wait for each other, and spinning OpenMP threads collapse when other processes use the cores
-    (dev/bench_infer.py), so the chat scripts default to 1.
+    (README.md, dev/bench_infer.py), so the chat scripts default to 1.
     Returns (engine, "sft d4 step 700, int8 ..." style name).
     """
-    from nanochat.checkpoint_manager import load_model
-    from nanochat.common import compute_dtype
     if threads is not None and device.type == "cpu":
         torch.set_num_threads(max(1, threads))
     if quantize == "auto":

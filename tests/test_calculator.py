@@ -1,5 +1,5 @@
 """
-Tests of the calculator tool (nanochat/engine.py): it computes its small grammar correctly and refuses everything
+Tests of the calculator tool (nanochat/calculator.py): it computes its small grammar correctly and refuses everything
 else - names, attributes, calls, huge numbers - quickly, without evaluating it.
 
     python -m pytest tests/test_calculator.py -q
@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from nanochat.engine import CalculatorError, calculator, format_number, use_calculator
+from nanochat.calculator import CalculatorError, calculator, format_number, use_calculator
 
 
 @pytest.mark.parametrize("expr, expected", [

@@ -428,7 +428,8 @@ def test_cli_one_shot_picks_the_most_trained_checkpoint(base_dir):
 
 
 def test_load_engine_options(base_dir, monkeypatch):
-    from nanochat.engine import Int8Linear, load_engine
+    from nanochat.engine import load_engine
+    from nanochat.quantize import Int8Linear
     monkeypatch.setenv("NANOCHAT_BASE_DIR", str(base_dir))
     engine, name = load_engine("base", None, None, torch.device("cpu"), quantize="int8")
     assert name.startswith("base d2 step 5, int8 weights") and isinstance(engine.model.lm_head, Int8Linear)

@@ -1,6 +1,7 @@
 """
 Tests of nanochat/engine.py: KV cache against full forward passes, sampling, stops, tool forcing, text streaming,
-conversation fitting, int8 quantization. A tiny random GPT and a byte-level tokenizer (no training, no rustbpe).
+conversation fitting; and int8 quantization (nanochat/quantize.py). A tiny random GPT and a byte-level tokenizer
+(no training, no rustbpe).
 
     python -m pytest tests/test_engine.py -q
 """
@@ -8,9 +9,9 @@ conversation fitting, int8 quantization. A tiny random GPT and a byte-level toke
 import pytest
 import torch
 
-from nanochat.engine import (Engine, Int8Linear, KVCache, TextStreamer, fit_conversation, quantize_int8,
-                             sample_next_token)
+from nanochat.engine import Engine, KVCache, TextStreamer, fit_conversation, sample_next_token
 from nanochat.gpt import GPTConfig, build_model
+from nanochat.quantize import Int8Linear, quantize_int8
 from nanochat.tokenizer import SPLIT_PATTERN, Tokenizer
 
 
