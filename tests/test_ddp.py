@@ -21,7 +21,6 @@ stand in for compute_init in the end-to-end run).
 import datetime
 import json
 import os
-import random
 import socket
 
 import pytest
@@ -31,10 +30,9 @@ import torch.multiprocessing as mp
 from torch.distributed.algorithms.ddp_comm_hooks import default_hooks
 
 from nanochat.common import Compute, UserError, seed_everything
-from nanochat.gpt import build_model, config_from_depth
+from conftest import byte_tokenizer, tiny_gpt, write_corpus
 from nanochat.loss_eval import evaluate_bpb
 from nanochat.optim import set_schedule
-from nanochat.tokenizer import SPLIT_PATTERN, Tokenizer
 from nanochat.train import (agree_across_ranks, gather_loader_states, loader_state_for_rank, train_step,
                             wrap_data_parallel)
 from scripts import base_train
@@ -43,13 +41,7 @@ WORLD, STEPS, ACCUM, B, T, VOCAB = 2, 3, 2, 2, 16, 64     # per rank: ACCUM micr
 
 
 def tiny_model():
-    torch.manual_seed(0)
-    model = build_model(config_from_depth(1, VOCAB, T, head_dim=32), "cpu")
-    # lm_head and the blocks' output projections start at zero: perturb them so every gradient is non-trivial.
-    with torch.no_grad():
-        for p in model.parameters():
-            p.add_(0.02 * torch.randn_like(p))
-    return model
+    return tiny_gpt(VOCAB, seq_len=T, perturb=0.02)     # perturbed: every gradient non-trivial
 
 
 def batch(step, rank, micro):
@@ -84,16 +76,6 @@ def eval_batches(rank):
 
 def token_bytes():
     return torch.arange(VOCAB) % 4                          # some 0-byte (special) tokens too
-
-
-def write_corpus_and_tokenizer(root):
-    """A byte-level tokenizer and a ~150 KB .txt corpus of generated sentences (as in tests/test_train.py)."""
-    rng = random.Random(0)
-    words = "the cat dog sat on a mat and ran to house big small red blue tree river sun moon he she it".split()
-    with open(f"{root}/corpus.txt", "w") as f:
-        f.write("".join(" ".join(rng.choice(words) for _ in range(rng.randint(5, 40))).capitalize() + ".\n\n"
-                        for _ in range(4000)))
-    Tokenizer(SPLIT_PATTERN, {bytes([i]): i for i in range(256)}).save(f"{root}/base/tokenizer")
 
 
 def end_to_end(rank, root):
@@ -166,7 +148,8 @@ def free_port():
 @pytest.fixture(scope="module")
 def ranks(tmp_path_factory):
     out_dir = tmp_path_factory.mktemp("ddp")
-    write_corpus_and_tokenizer(out_dir)
+    write_corpus(out_dir / "corpus.txt")
+    byte_tokenizer().save(str(out_dir / "base" / "tokenizer"))
     mp.spawn(worker, args=(free_port(), str(out_dir)), nprocs=WORLD, join=True)
     return [{**torch.load(out_dir / f"rank{r}.pt"), "root": out_dir} for r in range(WORLD)]
 
