@@ -23,21 +23,23 @@ import pyarrow.parquet as pq
 
 
 def make_file(path: str, size_bytes: int):
+    from nanochat.common import atomic_write
     from nanochat.dataset import list_parquet_files, offline_data_dir
     files = list_parquet_files(offline_data_dir())
     if not files:
         sys.exit("no offline shards: run `python -m nanochat.dataset --offline` first")
     docs = [t.encode() for f in files[:-1] for t in pq.read_table(f).column("text").to_pylist()]
-    rng, written, copy = random.Random(0), 0, 0
-    with open(path + ".tmp", "wb") as out:
+    rng, written = random.Random(0), 0
+    def write(out):
+        nonlocal written
         while written < size_bytes:
             rng.shuffle(docs)
             for doc in docs:
                 chunk = doc + (b" \xff\n\n" if rng.random() < 0.001 else b"\n\n")  # some invalid UTF-8
                 out.write(chunk)
                 written += len(chunk)
-            copy += 1
-    os.replace(path + ".tmp", path)
+
+    atomic_write(path, write)
 
 
 # Runs a module or a snippet in this Python and prints its own peak RSS (VmHWM) as the very last line at exit.

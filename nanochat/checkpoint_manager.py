@@ -96,7 +96,7 @@ def find_largest_model(stage_dir: str) -> str:
 
 def build_model_from(model_data: dict, meta_data: dict, device, source_file: str = "checkpoint"):
     """Rebuild a GPT from meta's model_config and load the tensors, naming any mismatch."""
-    from nanochat.gpt import GPT, GPTConfig, build_model
+    from nanochat.gpt import GPTConfig, build_model
     try:
         config = GPTConfig(**meta_data["model_config"])
     except (KeyError, TypeError, ValueError) as e:

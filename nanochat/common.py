@@ -12,8 +12,11 @@ import logging
 import os
 import random
 import resource
+import shutil
 import sys
+import tempfile
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 
@@ -65,6 +68,27 @@ def atomic_write(path: str, write):
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)
+
+
+@contextlib.contextmanager
+def staged_dir(dest: Path, replace: bool = False):
+    """A scratch folder next to `dest` that becomes `dest` only if the block succeeds, so a cache folder is never
+    seen half-written. A `dest` that exists by then is kept (another process finished first), unless `replace`:
+    then it is swapped out. (The folder counterpart of atomic_write, which cannot rename a whole tree.)"""
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=dest.parent))
+    os.chmod(tmp, 0o755)  # mkdtemp makes it private; the cache is meant to be shared
+    try:
+        yield tmp
+        if replace and dest.exists():
+            old = Path(tempfile.mkdtemp(prefix=".old-", dir=dest.parent))
+            dest.rename(old / dest.name)
+            tmp.rename(dest)
+            shutil.rmtree(old, ignore_errors=True)
+        elif not dest.exists():
+            os.replace(tmp, dest)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 HF_HUB_URL = "https://huggingface.co"

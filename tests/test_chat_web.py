@@ -445,7 +445,7 @@ def test_cli_interactive_clear_quit_and_bad_flags(base_dir):
     assert out.returncode == 0, out.stderr
     assert out.stdout.count("Assistant: ") == 2 and "[new conversation]" in out.stdout
     out = run_cli(base_dir, "-p", "x", "--temperature", "9")
-    assert out.returncode != 0 and "--temperature 9.0: use a value from 0 to 2" in out.stderr
+    assert out.returncode != 0 and "--temperature: 9 is not a temperature from 0 to 2" in out.stderr
     assert "Traceback" not in out.stderr
     out = run_cli(base_dir, "-p", "x", "--model-tag", "d99")
     assert out.returncode != 0 and "Traceback" not in out.stderr and "d99" in out.stderr

