@@ -13,7 +13,7 @@ import random
 import pytest
 import torch
 
-from nanochat.gpt import build_model, config_from_depth
+from nanochat.gpt import GPTConfig, build_model, config_from_depth
 from nanochat.tokenizer import SPLIT_PATTERN, Tokenizer
 
 WORDS = ("the cat dog sat on a mat and ran to house big small red blue tree river sun moon he she it was is "
@@ -59,6 +59,17 @@ def tiny_gpt(vocab_size: int, depth: int = 1, seq_len: int = 32, head_dim: int =
         with torch.no_grad():
             for p in model.parameters():
                 p.add_(perturb * torch.randn_like(p))
+    return model
+
+
+def random_gpt(std: float = 0.3, seed: int = 0, dtype=torch.float32, **config):
+    """A GPT (GPTConfig fields as keywords) with every weight drawn from N(0, std): logits that really depend on
+    the input, which the real init (zero output projections) hides."""
+    torch.manual_seed(seed)
+    model = build_model(GPTConfig(**config), "cpu").to(dtype)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.normal_(0.0, std)
     return model
 
 

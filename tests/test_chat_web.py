@@ -20,24 +20,17 @@ import pytest
 import torch
 import uvicorn
 
+from conftest import byte_tokenizer, random_gpt
 from nanochat.engine import Engine
-from nanochat.gpt import GPTConfig, build_model
-from nanochat.tokenizer import SPLIT_PATTERN, Tokenizer
 from scripts import chat_web
 from scripts.chat_web import create_app
 
-TOKENIZER = Tokenizer(SPLIT_PATTERN, {bytes([i]): i for i in range(256)})
+TOKENIZER = byte_tokenizer()
 
 
 def tiny_model(seq_len=128):
-    torch.manual_seed(0)
-    config = GPTConfig(sequence_len=seq_len, vocab_size=TOKENIZER.get_vocab_size(), n_layer=2, n_head=2,
-                       n_kv_head=1, n_embd=32)
-    model = build_model(config, "cpu")
-    with torch.no_grad():
-        for p in model.parameters():
-            p.normal_(0.0, 0.3)
-    return model.eval()
+    return random_gpt(sequence_len=seq_len, vocab_size=TOKENIZER.get_vocab_size(), n_layer=2, n_head=2, n_kv_head=1,
+                      n_embd=32).eval()
 
 
 class SlowModel(torch.nn.Module):

@@ -12,11 +12,11 @@ from dataclasses import asdict
 import pytest
 import torch
 
+from conftest import byte_tokenizer
 from nanochat.checkpoint_manager import (build_model_from, find_last_step, load_checkpoint, load_model,
                                          save_checkpoint)
 from nanochat.common import UserError
 from nanochat.gpt import build_model, config_from_depth
-from nanochat.tokenizer import SPLIT_PATTERN, Tokenizer
 
 
 def small_model(vocab=265):
@@ -84,7 +84,7 @@ def test_mismatched_config_is_named(tmp_path):
 
 def test_load_model_checks_tokenizer(tmp_path, monkeypatch):
     monkeypatch.setenv("NANOCHAT_BASE_DIR", str(tmp_path))
-    tok = Tokenizer(SPLIT_PATTERN, {bytes([i]): i for i in range(256)})      # 265 tokens with the specials
+    tok = byte_tokenizer()      # 265 tokens with the specials
     tok.save(str(tmp_path / "tokenizer"))
     model = small_model(vocab=265)
     save(model, tmp_path / "base_checkpoints" / "d1", 4)

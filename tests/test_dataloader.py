@@ -13,12 +13,11 @@ import pytest
 from nanochat.common import UserError
 from nanochat.dataloader import _Buffer, drop_share, tokenizing_distributed_data_loader
 from nanochat.dataset import iter_documents
-from nanochat.tokenizer import SPLIT_PATTERN, Tokenizer
 
 
 @pytest.fixture(scope="module")
-def tok():
-    return Tokenizer(SPLIT_PATTERN, {bytes([i]): i for i in range(256)})
+def tok(byte_tok):
+    return byte_tok
 
 
 @pytest.fixture

@@ -12,12 +12,11 @@ import torch
 from nanochat.engine import Engine, KVCache, TextStreamer, fit_conversation, sample_next_token
 from nanochat.gpt import GPTConfig, build_model
 from nanochat.quantize import Int8Linear, quantize_int8
-from nanochat.tokenizer import SPLIT_PATTERN, Tokenizer
 
 
 @pytest.fixture(scope="module")
-def tokenizer():
-    return Tokenizer(SPLIT_PATTERN, {bytes([i]): i for i in range(256)})
+def tokenizer(byte_tok):
+    return byte_tok
 
 
 def tiny_gpt(vocab_size, seq_len=96, n_kv_head=2, seed=0):

@@ -10,20 +10,16 @@ import torch
 import torch.nn.functional as F
 from torch.func import functional_call
 
-from nanochat.gpt import GPT, GPTConfig, build_model, chunked_cross_entropy, config_from_depth, main
+from conftest import random_gpt
+from nanochat.gpt import GPT, build_model, chunked_cross_entropy, config_from_depth, main
 
 V = 37
 
 
 def tiny_model(n_head=4, n_kv_head=4, n_embd=32, n_layer=2, seq=16, dtype=torch.float32, seed=0) -> GPT:
     """A tiny model with every weight random (the real init zeroes the projections, which hides bugs)."""
-    torch.manual_seed(seed)
-    model = build_model(GPTConfig(sequence_len=seq, vocab_size=V, n_layer=n_layer, n_head=n_head,
-                                  n_kv_head=n_kv_head, n_embd=n_embd), "cpu").to(dtype)
-    with torch.no_grad():
-        for p in model.parameters():
-            p.normal_(0, 0.3)
-    return model
+    return random_gpt(seed=seed, dtype=dtype, sequence_len=seq, vocab_size=V, n_layer=n_layer, n_head=n_head,
+                      n_kv_head=n_kv_head, n_embd=n_embd)
 
 
 def test_gradients_match_finite_differences_float64():
