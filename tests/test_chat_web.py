@@ -280,6 +280,7 @@ def test_official_openai_client(server):
 # -----------------------------------------------------------------------------
 # Concurrency, queueing, disconnects
 
+@pytest.mark.slow
 def test_16_concurrent_streams_on_2_workers_complete_or_get_503():
     live = LiveServer(Engine(SlowModel(tiny_model(), 0.002), TOKENIZER), num_workers=2, queue_size=6,
                       queue_timeout=20)
@@ -304,6 +305,7 @@ def test_16_concurrent_streams_on_2_workers_complete_or_get_503():
         live.stop()
 
 
+@pytest.mark.slow
 def test_disconnect_frees_the_worker():
     live = LiveServer(Engine(SlowModel(tiny_model(seq_len=1024), 0.01, never_stop=True), TOKENIZER), num_workers=1,
                       queue_size=0)
@@ -361,6 +363,7 @@ def test_slow_senders_cannot_take_every_connection(monkeypatch):
 # -----------------------------------------------------------------------------
 # Fuzzing from the OpenAPI schema
 
+@pytest.mark.slow
 def test_fuzz_api_from_its_openapi_schema(server):
     schemathesis = pytest.importorskip("schemathesis", reason="schemathesis is not installed (pip install schemathesis)")
     from hypothesis import HealthCheck, given, settings
@@ -410,6 +413,7 @@ def run_cli(base_dir, *args, stdin=""):
                           text=True, env=env, timeout=120)
 
 
+@pytest.mark.subprocess
 def test_cli_one_shot_picks_the_most_trained_checkpoint(base_dir):
     out = run_cli(base_dir, "-p", "hello", "--max-tokens", "5", "--temperature", "0", "--quantize", "none")
     assert out.returncode == 0, out.stderr
@@ -433,6 +437,7 @@ def test_load_engine_options(base_dir, monkeypatch):
     assert name == "sft d2 step 7, bfloat16" and engine.model.lm_head.weight.dtype == torch.bfloat16
 
 
+@pytest.mark.subprocess
 def test_cli_interactive_clear_quit_and_bad_flags(base_dir):
     out = run_cli(base_dir, "--max-tokens", "3", stdin="hi\nclear\nagain\nquit\n")
     assert out.returncode == 0, out.stderr

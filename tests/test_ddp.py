@@ -37,6 +37,8 @@ from nanochat.train import (agree_across_ranks, gather_loader_states, loader_sta
                             wrap_data_parallel)
 from scripts import base_train
 
+pytestmark = pytest.mark.subprocess     # spawns gloo worker processes
+
 WORLD, STEPS, ACCUM, B, T, VOCAB = 2, 3, 2, 2, 16, 64     # per rank: ACCUM micro-batches of B x T per step
 
 

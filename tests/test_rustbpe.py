@@ -62,6 +62,7 @@ def test_merges_match_reference_on_random_text():
     assert train(texts, 256 + 120).get_merges() == ref.train_bpe(texts, 256 + 120)
 
 
+@pytest.mark.slow
 def test_merges_match_reference_on_real_text():
     texts = real_texts(120_000)
     tok = train(texts, 256 + 120)
@@ -178,6 +179,7 @@ def test_bad_arguments_raise_clear_errors():
     assert train(["abc"], 256).get_merges() == []  # no merges asked: fine even on little text
 
 
+@pytest.mark.subprocess
 def test_deterministic_across_buffering_order_and_threads(tmp_path):
     texts = real_texts(150_000) + random_texts(300, seed=3)
     merges = train(texts, 700).get_merges()
@@ -206,12 +208,14 @@ def pypi_available():
 
 
 @pytest.mark.parametrize("pattern", [SPLIT_PATTERN, GPT4_PATTERN], ids=["digits1-2", "gpt4"])
+@pytest.mark.network
 def test_merges_match_pypi_rustbpe(pypi_available, pattern):
     texts = real_texts(1_500_000) + random_texts(500, seed=4)
     ours = token_bytes(train(texts, 2048, pattern=pattern))
     assert ours == ref.run_pypi_rustbpe(texts, 2048, pattern)
 
 
+@pytest.mark.subprocess
 def test_training_memory_does_not_grow_with_the_corpus():
     # ~280 MB of text streamed through the trainer: each text must be freed once copied into a buffer
     # (pyo3 would otherwise keep every one alive until training ends).

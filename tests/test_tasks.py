@@ -197,6 +197,7 @@ def humaneval_task(tmp_path, monkeypatch):
     return humaneval.HumanEval()
 
 
+@pytest.mark.subprocess
 def test_humaneval_runs_tests(humaneval_task):
     task = humaneval_task
     ex = task[0]
@@ -362,7 +363,7 @@ def test_arithmetic_train_never_contains_a_test_question():
         ArithmeticProblems("validation")
 
 
-@pytest.mark.slow
+@pytest.mark.network
 def test_real_word_list():
     """The real english-words wheel (cached after the first download)."""
     from nanochat.packages import PackageUnavailable

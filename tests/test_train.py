@@ -41,6 +41,7 @@ def one_thread(monkeypatch):
     torch.set_num_threads(threads)
 
 
+@pytest.mark.slow
 def test_overfit_one_batch():
     torch.manual_seed(0)
     model = build_model(config_from_depth(1, 64, 32, head_dim=32), "cpu")
@@ -57,6 +58,7 @@ def test_overfit_one_batch():
     assert loss.item() < 0.05, f"loss {loss.item():.3f} after 200 steps on one batch (started at ln 64 = 4.16)"
 
 
+@pytest.mark.slow
 def test_resume_equals_straight_run(base_dir):
     common = TINY + ["--data", str(base_dir / "corpus.txt"), "--total-batch-size", "512", "--num-iterations", "6"]
     straight = base_train.main(common + ["--save-every", "3"])     # also leaves a checkpoint at step 3
@@ -74,6 +76,7 @@ def test_resume_equals_straight_run(base_dir):
     assert bpb["val"] == pytest.approx(straight["val_bpb"], rel=1e-4)
 
 
+@pytest.mark.slow
 def test_resume_with_other_flags_is_refused(base_dir):
     common = ["--data", str(base_dir / "corpus.txt"), "--num-iterations", "1", "--total-batch-size", "256"]
     base_train.main(TINY + common)
@@ -81,6 +84,7 @@ def test_resume_with_other_flags_is_refused(base_dir):
         base_train.main(TINY + common + ["--resume", "latest", "--max-seq-len", "32", "--model-tag", "d2"])
 
 
+@pytest.mark.slow
 def test_golden_loss_curve(base_dir, capsys):
     result = base_train.main(TINY + ["--data", str(base_dir / "corpus.txt"), "--total-batch-size", "256",
                                      "--num-iterations", "20", "--eval-every", "-1"])
@@ -127,6 +131,7 @@ def test_ddp_refused_on_cpu(monkeypatch):
         compute_init("cpu")
 
 
+@pytest.mark.slow
 def test_compile_without_a_cpp_compiler_is_refused(base_dir, monkeypatch):
     monkeypatch.setenv("CXX", str(base_dir / "no-such-g++"))
     flags = [f for f in TINY if f not in ("--compile", "off")]

@@ -17,6 +17,8 @@ import pytest
 from test_chat_web import TOKENIZER, LiveServer, SlowModel, tiny_model
 from nanochat.engine import Engine
 
+pytestmark = pytest.mark.browser
+
 CHROMIUM = os.environ.get("NANOCHAT_CHROMIUM") or shutil.which("chromium") or shutil.which("chromium-browser")
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
                  "--disable-sync", "--disable-dev-shm-usage"]
