@@ -225,7 +225,7 @@ def test_long_prompts_are_cropped_from_the_left(byte_tok):
 
 def test_tiny_model_same_picks_batched_and_one_at_a_time(byte_tok):
     model = tiny_gpt(byte_tok.get_vocab_size(), depth=2, seq_len=96, perturb=0.5).eval()
-    tasks = three_tasks(n=12)
+    tasks = three_tasks(n=8)
     batched = evaluate_tasks(tasks, byte_tok, model_scorer(model, 16), 96, progress=False)
     single = evaluate_tasks(tasks, byte_tok, model_scorer(model, 1), 96, progress=False)
     for label in batched["tasks"]:
