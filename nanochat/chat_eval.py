@@ -21,22 +21,23 @@ How each kind is scored:
   and task.evaluate(conversation, reply) checks it. With num_samples k a problem passes if any of its k samples
   passes (pass@k). Random baseline: 0.
 Each accuracy a on n problems has the binomial standard error sqrt(a (1 - a) / n); centred = (a - b) / (1 - b).
+A max_problems cap keeps a fixed seeded subset (core_eval.item_indices, as CORE's --max-per-task): the same problems
+in every run, and not the first N (MMLU is sorted by subject).
 
 Tests: pytest tests/test_chat_eval.py -q
 """
 
-import random
 import time
-from contextlib import contextmanager, nullcontext
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 
 import torch
 from tqdm import tqdm
 
-from nanochat.core_eval import centred, mean_with_error, standard_error
+from nanochat.core_eval import (BATCH_TOKENS, SUBSET_SEED, centred, continuation_logits, item_indices,
+                                length_batches, mean_with_error, standard_error)
 from nanochat.engine import fit_conversation
 
-SUBSET_SEED = 42            # which problems a --max-problems cap keeps: the same ones in every run
 SPELLING_BEE_SIZE = 256     # SpellingBee generates its questions; this many are scored
 
 
@@ -88,14 +89,6 @@ def resolve_task_names(spec: str | list[str] | None) -> list[str]:
         raise ValueError(f"unknown task {', '.join(map(repr, unknown)) or '(none given)'}: "
                          f"use one or more of {', '.join(TASKS)}, comma-separated, or all")
     return list(dict.fromkeys(by_lower[s.lower()] for s in wanted))
-
-
-def problem_indices(num_problems: int, max_problems: int = -1, seed: int = SUBSET_SEED) -> list[int]:
-    """Every index, or a seeded random subset of max_problems of them, ascending. A subset rather than the first N:
-    MMLU is sorted by subject, so its first 100 questions are all abstract algebra."""
-    if max_problems < 0 or max_problems >= num_problems:
-        return list(range(num_problems))
-    return sorted(random.Random(seed).sample(range(num_problems), max_problems))
 
 
 def _progress(total: int, name: str, unit: str, show: bool) -> tqdm:
@@ -190,32 +183,18 @@ def letter_token_ids(tokenizer, letters: list[str]) -> list[int]:
     return ids
 
 
-@contextmanager
-def _lm_head_at(model, positions: torch.Tensor):
-    """Within this block model(ids) returns logits (B, 1, V) at positions[b] of each row only: the lm_head is the
-    biggest matmul of a small model with a large vocabulary, and (B, T, V) fp32 logits of a batch of long prompts
-    take gigabytes."""
-    def pick(module, args):
-        x = args[0]
-        return (x[torch.arange(x.size(0), device=x.device), positions].unsqueeze(1),)
-    handle = model.lm_head.register_forward_pre_hook(pick)
-    try:
-        yield
-    finally:
-        handle.remove()
-
-
 @torch.inference_mode()
 def score_letters(model, prompts: list[list[int]], allowed: list[list[int]], autocast=None) -> list[int]:
     """One forward pass over a batch of prompts; per prompt, the index into its `allowed` token ids of the highest
-    logit at the prompt's last position (tokens outside `allowed` are never chosen)."""
+    logit at the prompt's last position (tokens outside `allowed` are never chosen). The lm_head runs at those
+    positions only (core_eval.continuation_logits): (B, T, V) fp32 logits of long prompts would take gigabytes."""
     device = model.get_device()
     lengths = torch.tensor([len(p) for p in prompts], device=device)
     ids = torch.zeros(len(prompts), int(lengths.max()), dtype=torch.long, device=device)   # pad after the end: unseen
     for row, prompt in enumerate(prompts):
         ids[row, :len(prompt)] = torch.tensor(prompt, dtype=torch.long)
-    with _lm_head_at(model, lengths - 1), (autocast or nullcontext()):
-        logits = model(ids)[:, 0, :].float()
+    with autocast or nullcontext():
+        logits = continuation_logits(model, ids, torch.arange(len(prompts), device=device), lengths - 1)
     return [int(row[torch.tensor(a, device=device)].argmax()) for row, a in zip(logits, allowed)]
 
 
@@ -229,20 +208,19 @@ def categorical_prompt(tokenizer, conversation: dict, context_len: int) -> tuple
 
 
 def run_categorical(model, tokenizer, task, batch_size: int = 8, max_problems: int = -1, autocast=None,
-                    progress: bool = True) -> TaskResult:
-    """Score a multiple-choice task (conversations with "letters" and "answer"): argmax over the allowed letters."""
+                    progress: bool = True, batch_tokens: int = BATCH_TOKENS) -> TaskResult:
+    """Score a multiple-choice task (conversations with "letters" and "answer"): argmax over the allowed letters.
+    Prompts are sorted by length and batched by at most batch_size prompts and batch_tokens tokens (as CORE is)."""
     t0 = time.time()
-    conversations = [task[i] for i in problem_indices(len(task), max_problems)]
+    conversations = [task[i] for i in item_indices(len(task), max_problems)]
     if not conversations:
         raise ValueError(f"{task.name}: no problems to evaluate")
     fitted = [categorical_prompt(tokenizer, c, model.config.sequence_len) for c in conversations]
     prompts = [prompt for prompt, _ in fitted]
     allowed = [letter_token_ids(tokenizer, c["letters"]) for c in conversations]
-    order = sorted(range(len(prompts)), key=lambda j: len(prompts[j]), reverse=True)   # longest first: peak memory early
     answers = [None] * len(prompts)
     with _progress(len(prompts), task.name, "q", progress) as bar:
-        for start in range(0, len(order), batch_size):
-            batch = order[start:start + batch_size]
+        for batch in length_batches([len(p) for p in prompts], batch_size, batch_tokens):
             picks = score_letters(model, [prompts[j] for j in batch], [allowed[j] for j in batch], autocast)
             for j, pick in zip(batch, picks):
                 answers[j] = conversations[j]["letters"][pick]
@@ -262,7 +240,7 @@ def run_generative(engine, task, num_samples: int = 1, max_new_tokens: int = 512
     """Sample num_samples replies per problem (one prefill, then k rows; problem i uses seed + i) and pass it if
     task.evaluate accepts any of them. The reply is everything generated, tool calls and their outputs included."""
     t0 = time.time()
-    indices = problem_indices(len(task), max_problems)
+    indices = item_indices(len(task), max_problems)
     if not indices:
         raise ValueError(f"{task.name}: no problems to evaluate")
     outcomes, answers, samples_passed, cut = [], [], [], 0

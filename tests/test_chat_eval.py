@@ -14,8 +14,7 @@ import torch
 
 from conftest import tiny_gpt
 from nanochat import chat_eval
-from nanochat.chat_eval import (TaskResult, chatcore, problem_indices, resolve_task_names, run_categorical,
-                                run_generative)
+from nanochat.chat_eval import TaskResult, chatcore, resolve_task_names, run_categorical, run_generative
 from nanochat.checkpoint_manager import save_checkpoint
 from nanochat.engine import Engine
 from scripts import chat_eval as chat_eval_script
@@ -210,13 +209,6 @@ def test_generative_with_the_real_engine(byte_tok):
 
 # -----------------------------------------------------------------------------
 # Task selection and ChatCORE
-
-def test_problem_indices_are_a_fixed_subset():
-    assert problem_indices(5) == problem_indices(5, -1) == problem_indices(5, 9) == [0, 1, 2, 3, 4]
-    subset = problem_indices(1000, 10)
-    assert subset == problem_indices(1000, 10) == sorted(set(subset)) and len(subset) == 10
-    assert subset != list(range(10))
-
 
 def test_task_names():
     assert resolve_task_names(None) == resolve_task_names("all") == list(chat_eval.TASKS)
