@@ -26,6 +26,16 @@ from scripts import base_eval
 WORDS = "red blue green cat dog sun moon tree river house stone bird".split()
 
 
+@pytest.fixture(autouse=True)
+def one_thread():
+    """One torch thread: these tiny matmuls gain nothing from two, and two threads crawl when another process keeps
+    the cores busy (20 s instead of 0.5 s for the batched-vs-single test)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 def mc_examples(n, seed=0):
     rng = random.Random(seed)
     return [{"query": f"Question #{i}#: which word is {rng.choice(WORDS)}?",
