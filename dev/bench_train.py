@@ -16,7 +16,8 @@ Rows run one after another, so a busy neighbour can slow one row and not the nex
 therefore also measured interleaved (--interleave-rounds): one process, one model, eager and compiled steps
 taking turns on the same real batches; the median of the per-round ratios is robust to that noise.
 --against DIR compares with another checkout of this project (an older commit): every row runs there and here in
-turn, --rounds times, and the table gains the baseline's ms/step and the ratio of the medians (new / old).
+turn (ABBA order), --rounds times, and the table gains the baseline's ms/step and the median over rounds of the
+speed ratio (their ms/step / ours, > 1 = this checkout is faster).
 The last line is all results as JSON ("RESULTS {...}").
 """
 
@@ -137,7 +138,7 @@ def main():
                    help="eager/compiled step pairs per shape for the interleaved compile speed-up (0 = skip)")
     p.add_argument("--profile", action="store_true", help="print an operator profile of one compiled step per shape")
     p.add_argument("--against", default="", help="another checkout of this project to compare each row with")
-    p.add_argument("--rounds", type=int, default=1, help="with --against: runs of each row per checkout, alternating")
+    p.add_argument("--rounds", type=int, default=1, help="with --against: runs of each row per checkout, in ABBA order")
     args = p.parse_args()
     if args.against and not os.path.isfile(os.path.join(args.against, "scripts", "base_train.py")):
         raise SystemExit(f"error: --against {args.against}: no scripts/base_train.py there (give a checkout)")
@@ -169,18 +170,24 @@ def main():
                 log = f"{shape.replace(' ', '_')}_{dtype}_{comp}"
                 ours, theirs = [], []
                 for i in range(args.rounds if args.against else 1):
-                    if args.against:
-                        theirs.append(run_base_train(flags, dtype, workdir, f"{log}_against{i}.log", args.against))
-                    ours.append(run_base_train(flags, dtype, workdir, f"{log}_{i}.log"))
+                    runs = [(ours, None, f"{log}_{i}.log")]
+                    if args.against:    # ABBA order: neither checkout always runs first
+                        runs.insert(i % 2, (theirs, args.against, f"{log}_against{i}.log"))
+                    for results_list, tree, log_name in runs:
+                        results_list.append(run_base_train(flags, dtype, workdir, log_name, tree))
                 tokens = int(SHAPES[shape][SHAPES[shape].index("--total-batch-size") + 1])
                 dt = median_timed_ms(ours, args.warmup)
                 base_dt = median_timed_ms(theirs, args.warmup) if theirs else None
+                # per-round ratios (each pair ran back to back): their median is robust to a slow moment
+                round_ratios = [median_timed_ms([t], args.warmup) / median_timed_ms([o], args.warmup)
+                                for t, o in zip(theirs, ours)]
                 rows.append((shape, dtype, comp, dt, tokens / dt * 1000,
                              statistics.median(m for r in ours for m in r["mfu"][args.warmup:]),
                              max(r["rss_gib"] for r in ours), sum(ours[0]["dt_ms"][:args.warmup]) / 1000,
-                             base_dt, base_dt / dt if base_dt else None))
+                             base_dt, statistics.median(round_ratios) if theirs else None))
                 print(f"  done {shape} {dtype} compile={comp}: {dt:.0f} ms/step"
-                      + (f" (against: {base_dt:.0f} ms/step)" if base_dt else ""), flush=True)
+                      + (f" (against: {base_dt:.0f} ms/step; speed ratio per round "
+                         f"{', '.join(f'{r:.3f}' for r in round_ratios)})" if base_dt else ""), flush=True)
         against = " | against ms/step | speed vs against" if args.against else ""
         print(f"\n| shape | dtype | compile | ms/step | tok/s | MFU (vs measured peak) | peak RSS GiB | first {args.warmup} steps s{against} |")
         print("|---|---|---|---|---|---|---|---|" + ("---|---|" if args.against else ""))

@@ -366,3 +366,9 @@ def load_engine(source: str | None, model_tag: str | None, step: int | None, dev
     depth = model.config.n_layer
     name = f"{source} d{depth} step {meta.get('step', '?')}" + (f", {', '.join(options)}" if options else "")
     return Engine(model, tokenizer, compile=compile), name
+
+
+def load_engine_from_args(args, device) -> tuple[Engine, str]:
+    """load_engine with the flags of cli.add_checkpoint_args and cli.add_inference_args."""
+    return load_engine(args.source, args.model_tag, args.step, device, args.dtype, args.quantize, args.compile,
+                       threads=args.threads)

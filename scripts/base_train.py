@@ -29,13 +29,16 @@ from nanochat import cli
 from nanochat.checkpoint_manager import STAGE_DIRS
 from nanochat.common import UserError, autocast_ctx, compute_cleanup, compute_init, dtype_reason, get_base_dir, \
     get_wandb, peak_rss_bytes, print0
+from nanochat.core_eval import evaluate_core
 from nanochat.dataloader import tokenizing_distributed_data_loader
+from nanochat.eval_data import bundle_for_eval
 from nanochat.gpt import build_model, config_from_depth, measure_matmul_flops
 from nanochat.loss_eval import evaluate_bpb
 from nanochat.tokenizer import get_token_bytes, get_tokenizer
 from nanochat.train import (LoopState, RunLength, TrainingRun, grad_accum_steps, maybe_compile, resume,
                             save_training_checkpoint, train_loop, wrap_data_parallel)
 
+CORE_MAX_PER_TASK = 100     # items per CORE task during training (see README.md for its standard error)
 SAMPLE_PROMPTS = ["The capital of France is", "The meaning of the word", "It is a truth universally acknowledged",
                   "In Python, a list is"]
 
@@ -71,7 +74,9 @@ def parse_args(argv=None):
                    help="val bpb every N steps (and at the end; -1 = end only)")
     p.add_argument("--eval-tokens", type=cli.positive_int, default=262144, help="validation tokens per bpb evaluation")
     p.add_argument("--core-metric-every", type=cli.int_or_off, default=-1,
-                   help="CORE metric every N steps (-1 = off; not available yet: evaluate the checkpoint after training)")
+                   help="CORE metric every N steps and at the end (-1 = off; scripts.base_eval scores a checkpoint)")
+    p.add_argument("--core-metric-max-per-task", type=cli.int_or_off, default=CORE_MAX_PER_TASK,
+                   help="items per CORE task during training: a fixed seeded subset (-1 = all)")
     p.add_argument("--sample-every", type=cli.int_or_off, default=-1, help="print greedy samples every N steps (-1 = end only)")
     p.add_argument("--save-every", type=cli.int_or_off, default=-1, help="checkpoint every N steps (-1 = end only)")
     p.add_argument("--resume", default="", help="resume from 'latest' or a step number of this depth's checkpoints")
@@ -87,8 +92,6 @@ def parse_args(argv=None):
     args = p.parse_args(argv)
     if args.warmup_ratio + args.warmdown_ratio > 1:
         p.error(f"--warmup-ratio {args.warmup_ratio} + --warmdown-ratio {args.warmdown_ratio} exceed the whole run")
-    if args.core_metric_every > 0:
-        print0("note: --core-metric-every is accepted but the CORE evaluator is not part of base_train yet")
     return args
 
 
@@ -147,6 +150,7 @@ def main(argv=None):
 
     # -------------------------------------------------------------------------
     # Data, evaluation, samples, saving
+    core_bundle = bundle_for_eval() if args.core_metric_every > 0 else None   # at start-up, not at step N
     train_loader = tokenizing_distributed_data_loader(tokenizer, B, T, "train", source=args.data, device=device,
                                                       resume_state=loop.loader_state)
     eval_steps = max(1, args.eval_tokens // (B * T * compute.world_size))
@@ -165,6 +169,10 @@ def main(argv=None):
                 out = list(model.generate(ids, max_tokens=16, temperature=0))
             print0(f"sample: {tokenizer.decode(ids[1:] + out)!r}")
 
+    def core_metric() -> dict:
+        return evaluate_core(model, tokenizer, device, dtype, max_per_task=args.core_metric_max_per_task,
+                             bundle_dir=core_bundle, progress=False)
+
     def save(loop: LoopState, reason: str):
         meta = {"model_config": asdict(config), "user_config": user_config, "num_iterations": length.num_iterations,
                 "dtype": str(dtype), "tokens_seen": loop.step * total_batch}
@@ -175,8 +183,9 @@ def main(argv=None):
     run = TrainingRun(model=model, train_model=train_model, optimizers=optimizers, batches=train_loader,
                       grad_accum=grad_accum, tokens_per_step=total_batch, length=length, compute=compute,
                       flops_per_token=flops_per_token, peak_flops=peak_flops, evaluate=evaluate, save=save,
-                      sample=sample, eval_every=args.eval_every, sample_every=args.sample_every,
-                      save_every=args.save_every,
+                      sample=sample, core_metric=core_metric if args.core_metric_every > 0 else None,
+                      eval_every=args.eval_every, sample_every=args.sample_every,
+                      core_metric_every=args.core_metric_every, save_every=args.save_every,
                       schedule={"warmup_ratio": args.warmup_ratio, "warmdown_ratio": args.warmdown_ratio},
                       wandb_run=get_wandb(args.run, "nanochat", user_config))
     try:

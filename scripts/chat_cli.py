@@ -13,7 +13,7 @@ import sys
 
 from nanochat import cli
 from nanochat.common import compute_init
-from nanochat.engine import load_engine
+from nanochat.engine import load_engine_from_args
 
 
 def reply(engine, conversation: list[dict], args) -> str:
@@ -45,8 +45,7 @@ def main(argv=None):
     args = parser.parse_args(argv)
 
     device = compute_init(args.device_type).device
-    engine, name = load_engine(args.source, args.model_tag, args.step, device, args.dtype, args.quantize, args.compile,
-                               threads=args.threads)
+    engine, name = load_engine_from_args(args, device)
 
     if args.prompt is not None:
         reply(engine, [{"role": "user", "content": args.prompt}], args)

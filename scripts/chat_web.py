@@ -519,10 +519,9 @@ def main(argv=None):
 
     import uvicorn
     from nanochat.common import compute_init, logger
-    from nanochat.engine import load_engine
+    from nanochat.engine import load_engine_from_args
     device = compute_init(args.device_type).device
-    engine, name = load_engine(args.source, args.model_tag, args.step, device, args.dtype, args.quantize, args.compile,
-                               threads=args.threads)
+    engine, name = load_engine_from_args(args, device)
     if args.compile:
         logger.info("compiling the decode step (one short generation)...")
         try:

@@ -137,3 +137,24 @@ def test_compile_without_a_cpp_compiler_is_refused(base_dir, monkeypatch):
     flags = [f for f in TINY if f not in ("--compile", "off")]
     with pytest.raises(UserError, match="needs a C\\+\\+ compiler.*--compile off"):
         base_train.main(flags + ["--data", str(base_dir / "corpus.txt"), "--num-iterations", "1", "--compile", "on"])
+
+
+@pytest.mark.slow
+def test_core_metric_during_training_equals_base_eval(base_dir, capsys):
+    from nanochat.eval_bundle import write_bundle
+    from scripts import base_eval
+    from test_core_eval import three_tasks
+    mc, schema, lm = three_tasks(n=8)
+    write_bundle(base_dir / "base" / "eval_bundle_offline", {"arc_easy": mc["examples"], "winogrande":
+                 schema["examples"], "lambada_openai": lm["examples"]}, {}, source="hand-made test bundle")
+    result = base_train.main(TINY + ["--data", str(base_dir / "corpus.txt"), "--total-batch-size", "256",
+                                     "--num-iterations", "4", "--core-metric-every", "2",
+                                     "--core-metric-max-per-task", "5"])
+    core_lines = [line for line in capsys.readouterr().out.splitlines() if "| CORE (3 of 22 tasks): " in line]
+    assert [line[:10] for line in core_lines] == ["step 00002", "step 00004"]
+    meta = json.loads((base_dir / "base" / "base_checkpoints" / "d2" / "meta_000004.json").read_text())
+    assert result["step"] == 4 and meta["loop_state"]["core_metric"] is not None
+    # The same items scored by base_eval on the saved checkpoint give the same CORE.
+    evaluated = base_eval.main(["--max-per-task", "5"])
+    assert evaluated["core"] == pytest.approx(meta["loop_state"]["core_metric"], abs=1e-9)
+    assert f"{evaluated['line']} |" in core_lines[-1]
