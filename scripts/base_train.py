@@ -38,7 +38,7 @@ from nanochat.tokenizer import get_token_bytes, get_tokenizer
 from nanochat.train import (LoopState, RunLength, TrainingRun, grad_accum_steps, maybe_compile, resume,
                             save_training_checkpoint, train_loop, wrap_data_parallel)
 
-CORE_MAX_PER_TASK = 100     # items per CORE task during training (see README.md for its standard error)
+CORE_MAX_PER_TASK = 200     # items per CORE task during training (README.md: its time and standard error)
 SAMPLE_PROMPTS = ["The capital of France is", "The meaning of the word", "It is a truth universally acknowledged",
                   "In Python, a list is"]
 
