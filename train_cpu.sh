@@ -6,8 +6,8 @@
 #   VOCAB=8192       tokenizer size (9 of them special tokens)
 #   ITERS=20         optimizer steps of 8192 tokens (16 rows of 512) each: ~164K tokens, a smoke-test run
 #                    (ITERS=-1 trains to 20 tokens per parameter, ~145M tokens at depth 4: a few hours on 2 cores)
-#   COMPILE=auto     torch.compile of the train step: auto = off for runs under 200 steps (a 70-90 s first compile
-#                    outweighs the gain over 20 steps), on for longer ones (~1.4x faster steps); or on / off
+#   COMPILE=auto     torch.compile of the train step: auto = off for runs under 200 steps (the first compile
+#                    outweighs the gain over 20 steps), on for longer ones (README.md has the timings); or on / off
 #   DATA=auto        pretraining text: hub (FineWeb-EDU) if reachable, else offline (registry packages), or a path
 #   NUM_SHARDS=4     hub shards to download when DATA is the hub (~250M characters each)
 #   NANOCHAT_BASE_DIR  where everything is written (default ~/.cache/nanochat)
