@@ -29,9 +29,7 @@ from nanochat import cli
 from nanochat.checkpoint_manager import STAGE_DIRS
 from nanochat.common import UserError, autocast_ctx, compute_cleanup, compute_init, dtype_reason, get_base_dir, \
     get_wandb, peak_rss_bytes, print0
-from nanochat.core_eval import evaluate_core
 from nanochat.dataloader import tokenizing_distributed_data_loader
-from nanochat.eval_data import bundle_for_eval
 from nanochat.gpt import build_model, config_from_depth, measure_matmul_flops
 from nanochat.loss_eval import evaluate_bpb
 from nanochat.tokenizer import get_token_bytes, get_tokenizer
@@ -150,7 +148,11 @@ def main(argv=None):
 
     # -------------------------------------------------------------------------
     # Data, evaluation, samples, saving
-    core_bundle = bundle_for_eval() if args.core_metric_every > 0 else None   # at start-up, not at step N
+    core_bundle = None
+    if args.core_metric_every > 0:      # imported only when used: a run without CORE loads none of it
+        from nanochat.core_eval import evaluate_core
+        from nanochat.eval_data import bundle_for_eval
+        core_bundle = bundle_for_eval()     # at start-up, not at step N
     train_loader = tokenizing_distributed_data_loader(tokenizer, B, T, "train", source=args.data, device=device,
                                                       resume_state=loop.loader_state)
     eval_steps = max(1, args.eval_tokens // (B * T * compute.world_size))
