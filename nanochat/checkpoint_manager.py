@@ -137,13 +137,20 @@ def best_source() -> str:
                     "(e.g. `bash train_cpu.sh`, or `python -m scripts.base_train --depth 4`)")
 
 
+def locate_checkpoint(source: str | None, model_tag: str | None = None, step: int | None = None):
+    """-> (source, checkpoint_dir, step): the most trained stage unless `source`, the deepest model unless
+    `model_tag`, the latest step unless `step`. Scripts that write results beside a checkpoint resolve it here."""
+    source = source or best_source()
+    checkpoint_dir = checkpoint_dir_for(source, model_tag)
+    return source, checkpoint_dir, find_last_step(checkpoint_dir) if step is None else step
+
+
 def load_model(source: str, device, phase: str = "eval", model_tag: str | None = None, step: int | None = None):
     """-> (model, tokenizer, meta) for stage `source` ("base", "mid", "sft", "rl"); latest step unless given."""
     from nanochat.tokenizer import get_tokenizer
     if phase not in ("train", "eval"):
         raise ValueError(f"phase must be 'train' or 'eval', not {phase!r}")
-    checkpoint_dir = checkpoint_dir_for(source, model_tag)
-    step = find_last_step(checkpoint_dir) if step is None else step
+    source, checkpoint_dir, step = locate_checkpoint(source, model_tag, step)
     model_data, _, meta = load_checkpoint(checkpoint_dir, step, device)
     model = build_model_from(model_data, meta, device, _paths(checkpoint_dir, step)["model"])
     model.train(phase == "train")

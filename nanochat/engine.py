@@ -2,7 +2,8 @@
 Inference: a preallocated KV cache, token sampling, text streaming, and the Engine that ties them together with
 the calculator tool (nanochat/calculator.py); load_engine loads a checkpoint into an Engine.
 
-Used by scripts/chat_cli.py and scripts/chat_web.py (through load_engine); nothing here is run directly. In code:
+Used through load_engine by the chat scripts (chat_cli, chat_web) and the evaluations (chat_eval, base_eval);
+nothing here is run directly. In code:
 
     engine = Engine(model, tokenizer)
     for token_column, token_masks in engine.generate(prompt_ids, num_samples=1, max_tokens=64, temperature=0.0):

@@ -18,7 +18,7 @@ import re
 import torch
 
 from nanochat import cli
-from nanochat.checkpoint_manager import checkpoint_dir_for, find_last_step
+from nanochat.checkpoint_manager import locate_checkpoint
 from nanochat.common import UserError, atomic_write, compute_init, print0
 from nanochat.core_eval import BATCH_SIZE, BATCH_TOKENS, evaluate_core, format_table, resolve_tasks
 from nanochat.engine import load_engine
@@ -80,8 +80,7 @@ def main(argv=None):
     # --- the model ---
     compute = compute_init(args.device_type)
     device = compute.device
-    checkpoint_dir = checkpoint_dir_for(args.source, args.model_tag)
-    step = find_last_step(checkpoint_dir) if args.step is None else args.step
+    _, checkpoint_dir, step = locate_checkpoint(args.source, args.model_tag, args.step)
     tag = os.path.basename(checkpoint_dir)
     if args.quantize == "int8":     # the chat engine's int8 model: it runs in its activation dtype, no autocast
         engine, name = load_engine(args.source, tag, step, device, "bfloat16" if args.dtype == "bfloat16" else

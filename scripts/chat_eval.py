@@ -17,9 +17,9 @@ import os
 
 from nanochat import cli
 from nanochat.chat_eval import TASKS, evaluate, resolve_task_names
-from nanochat.checkpoint_manager import checkpoint_dir_for, find_last_step
+from nanochat.checkpoint_manager import locate_checkpoint
 from nanochat.common import atomic_write, compute_init
-from nanochat.engine import best_source, load_engine
+from nanochat.engine import load_engine
 
 
 def main(argv=None) -> dict:
@@ -47,9 +47,7 @@ def main(argv=None) -> dict:
 
     # --- model: resolve the checkpoint here so the results file can go beside it ---
     device = compute_init(args.device_type).device
-    source = args.source or best_source()
-    checkpoint_dir = checkpoint_dir_for(source, args.model_tag)
-    step = find_last_step(checkpoint_dir) if args.step is None else args.step
+    source, checkpoint_dir, step = locate_checkpoint(args.source, args.model_tag, args.step)
     engine, model_name = load_engine(source, os.path.basename(checkpoint_dir), step, device, args.dtype,
                                      args.quantize, args.compile, threads=args.threads)
     cap = f", at most {args.max_problems} problems each" if args.max_problems > 0 else ""
