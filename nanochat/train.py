@@ -1,5 +1,5 @@
 """
-The training loop every training stage shares (pretraining now; mid-training and SFT use the same), and its parts:
+The training loop every training stage shares (base_train, mid_train, chat_sft), and its parts:
 the train step with gradient accumulation, the run length (steps or a time budget) and the LR schedule it drives,
 the compile policy, Ctrl-C that saves first, resume with its config check, MFU/ETA logging, and the loop state that
 a checkpoint saves whole.
@@ -47,13 +47,15 @@ def train_step(train_model, optimizers, batches, grad_accum: int, device, dtype)
 
     Under DDP the micro-batches before the last run inside no_sync(): their gradients only add up locally, and
     the last backward all-reduces the sum, so there is one all-reduce per optimizer step. Every rank then applies
-    the same averaged gradient. Returns (mean loss over the micro-batches and the ranks, the last batch's state).
+    the same averaged gradient. Returns (mean loss over the micro-batches and the ranks, the last batch's state,
+    this rank's input tokens: chat batches vary in length).
     """
     ddp = isinstance(train_model, DDP)
     loss_sum = torch.zeros((), device=device)
-    state = None
+    state, tokens = None, 0
     for micro in range(grad_accum):
         x, y, state = next(batches)
+        tokens += x.numel()
         local_only = ddp and micro < grad_accum - 1
         with train_model.no_sync() if local_only else contextlib.nullcontext():
             with autocast_ctx(device, dtype):
@@ -67,7 +69,7 @@ def train_step(train_model, optimizers, batches, grad_accum: int, device, dtype)
     if ddp:
         dist.all_reduce(loss_sum)              # a sum (gloo, used by the tests, has no average)
         world_size = dist.get_world_size()
-    return loss_sum.item() / (grad_accum * world_size), state     # the one host sync of the step
+    return loss_sum.item() / (grad_accum * world_size), state, tokens     # .item(): the one host sync of the step
 
 
 def grad_accum_steps(total_batch: int, device_batch: int, seq_len: int, world_size: int) -> int:
@@ -194,7 +196,7 @@ class LoopState:
     train_time: float = 0.0          # seconds spent in training steps (evals, samples and saves excluded)
     smooth_loss: float = 0.0         # EMA of the training loss (shown debiased)
     val_bpb: float | None = None     # the latest validation bits per byte
-    core_metric: float | None = None # the latest CORE metric (when the run computes it)
+    task_metric: float | None = None # the latest CORE (pretraining) or ChatCORE (SFT), when the run computes it
     loader_state: Any = None         # this rank's data position (in a checkpoint: every rank's)
 
 
@@ -226,8 +228,11 @@ def resume(checkpoint_dir: str, which: str, model, optimizers, model_config: dic
     model.load_state_dict(model_data)
     for opt, state in zip(optimizers, optim_data):
         opt.load_state_dict(state)
-    # (checkpoints from before LoopState kept val_bpb and the data position beside loop_state)
+    # (checkpoints from before LoopState kept val_bpb and the data position beside loop_state; older ones named
+    # task_metric core_metric)
     saved = {"val_bpb": meta.get("val_bpb"), "loader_state": meta.get("loader_state"), **meta["loop_state"]}
+    if "core_metric" in saved:
+        saved["task_metric"] = saved.pop("core_metric")
     loader_state = loader_state_for_rank(saved["loader_state"], meta.get("world_size", 1), compute.rank,
                                          compute.world_size, where)
     loop = LoopState(**{**saved, "loader_state": loader_state})
@@ -266,7 +271,6 @@ class TrainingRun:
     optimizers: list
     batches: Any                             # iterator of (inputs, targets, loader state)
     grad_accum: int
-    tokens_per_step: int
     length: RunLength
     compute: Compute
     flops_per_token: float
@@ -274,10 +278,10 @@ class TrainingRun:
     evaluate: Callable[[], float]            # -> val bpb
     save: Callable[[LoopState, str], None]   # (loop state, reason)
     sample: Callable[[], None] | None = None
-    core_metric: Callable[[], dict] | None = None    # -> core_eval.evaluate_core's results
+    task_metric: Callable[[], dict] | None = None    # CORE or ChatCORE: -> {"name", "value", "line"}
     eval_every: int = -1                     # -1: at the end only (also for the three below)
     sample_every: int = -1
-    core_metric_every: int = -1
+    task_metric_every: int = -1
     save_every: int = -1
     schedule: dict = field(default_factory=dict)   # lr_multiplier's warmup_ratio / warmdown_ratio
     wandb_run: Any = None
@@ -302,8 +306,8 @@ def train_loop(run: TrainingRun, loop: LoopState) -> list[float]:
             last_step = length.done(loop.step, loop.train_time)
             eval_now = not stopping and (last_step or every(loop.step, run.eval_every))
             sample_now = run.sample is not None and (last_step or every(loop.step, run.sample_every))
-            core_now = run.core_metric is not None and not stopping and (last_step or
-                                                                         every(loop.step, run.core_metric_every))
+            metric_now = run.task_metric is not None and not stopping and (last_step or
+                                                                           every(loop.step, run.task_metric_every))
             save_now = last_step or stopping or every(loop.step, run.save_every)
 
             if eval_now:
@@ -314,17 +318,17 @@ def train_loop(run: TrainingRun, loop: LoopState) -> list[float]:
                 print0(f"step {loop.step:05d} | val bpb {loop.val_bpb:.4f} | train time {loop.train_time / 60:.2f} min"
                        f" | eval {time.time() - t0:.1f}s")
                 run.wandb_run.log({"step": loop.step, "val/bpb": loop.val_bpb, "train_time": loop.train_time})
-            if sample_now or core_now:
+            if sample_now or metric_now:
                 if compute.master:      # rank 0 alone: the others wait at the barrier, not in their next step
                     run.model.eval()
                     if sample_now:
                         run.sample()
-                    if core_now:
+                    if metric_now:
                         t0 = time.time()
-                        core = run.core_metric()
-                        loop.core_metric = core["core"]
-                        print0(f"step {loop.step:05d} | {core['line']} | eval {time.time() - t0:.1f}s")
-                        run.wandb_run.log({"step": loop.step, "core_metric": core["core"]})
+                        metric = run.task_metric()
+                        loop.task_metric = metric["value"]
+                        print0(f"step {loop.step:05d} | {metric['line']} | eval {time.time() - t0:.1f}s")
+                        run.wandb_run.log({"step": loop.step, metric["name"]: metric["value"]})
                     run.model.train()
                 if compute.ddp:
                     dist.barrier()
@@ -338,22 +342,23 @@ def train_loop(run: TrainingRun, loop: LoopState) -> list[float]:
             synchronize(compute.device)
             t0 = time.time()
             lrm = set_schedule(run.optimizers, loop.step, length.progress(loop.step, loop.train_time), **run.schedule)
-            train_loss, loop.loader_state = train_step(run.train_model, run.optimizers, run.batches, run.grad_accum,
-                                                       compute.device, compute.dtype)
+            train_loss, loop.loader_state, tokens = train_step(run.train_model, run.optimizers, run.batches,
+                                                               run.grad_accum, compute.device, compute.dtype)
             synchronize(compute.device)
             dt = time.time() - t0
             loop.step += 1
             loop.train_time += dt
             losses.append(train_loss)
-            log_step(run, loop, train_loss, lrm, dt)
+            log_step(run, loop, train_loss, lrm, dt, tokens * compute.world_size)
     return losses
 
 
-def log_step(run: TrainingRun, loop: LoopState, train_loss: float, lrm: float, dt: float):
-    """The step line: debiased EMA of the loss, LR multiplier, throughput, MFU against the measured peak, ETA."""
+def log_step(run: TrainingRun, loop: LoopState, train_loss: float, lrm: float, dt: float, tokens: int):
+    """The step line: debiased EMA of the loss, LR multiplier, throughput (input tokens of the step over all
+    ranks, padding included), MFU against the measured peak, ETA."""
     loop.smooth_loss = 0.9 * loop.smooth_loss + 0.1 * train_loss
     shown_loss = loop.smooth_loss / (1 - 0.9 ** loop.step)
-    tok_per_sec = run.tokens_per_step / dt
+    tok_per_sec = tokens / dt
     mfu = run.flops_per_token * tok_per_sec / (run.peak_flops * run.compute.world_size)
     where, eta = run.length.where_and_eta(loop.step, loop.train_time, dt)
     print0(f"step {loop.step:05d} ({where}) | loss {shown_loss:.4f} | lrm {lrm:.3f} | dt {dt * 1000:.0f}ms | "

@@ -172,8 +172,9 @@ def main(argv=None):
             print0(f"sample: {tokenizer.decode(ids[1:] + out)!r}")
 
     def core_metric() -> dict:
-        return evaluate_core(model, tokenizer, device, dtype, max_per_task=args.core_metric_max_per_task,
+        core = evaluate_core(model, tokenizer, device, dtype, max_per_task=args.core_metric_max_per_task,
                              bundle_dir=core_bundle, progress=False)
+        return {"name": "core_metric", "value": core["core"], "line": core["line"]}
 
     def save(loop: LoopState, reason: str):
         meta = {"model_config": asdict(config), "user_config": user_config, "num_iterations": length.num_iterations,
@@ -183,11 +184,11 @@ def main(argv=None):
     # -------------------------------------------------------------------------
     # Training loop
     run = TrainingRun(model=model, train_model=train_model, optimizers=optimizers, batches=train_loader,
-                      grad_accum=grad_accum, tokens_per_step=total_batch, length=length, compute=compute,
+                      grad_accum=grad_accum, length=length, compute=compute,
                       flops_per_token=flops_per_token, peak_flops=peak_flops, evaluate=evaluate, save=save,
-                      sample=sample, core_metric=core_metric if args.core_metric_every > 0 else None,
+                      sample=sample, task_metric=core_metric if args.core_metric_every > 0 else None,
                       eval_every=args.eval_every, sample_every=args.sample_every,
-                      core_metric_every=args.core_metric_every, save_every=args.save_every,
+                      task_metric_every=args.core_metric_every, save_every=args.save_every,
                       schedule={"warmup_ratio": args.warmup_ratio, "warmdown_ratio": args.warmdown_ratio},
                       wandb_run=get_wandb(args.run, "nanochat", user_config))
     try:

@@ -1,8 +1,9 @@
 """
 Evaluate a chat model on ARC-Easy, ARC-Challenge, MMLU (multiple choice), GSM8K, HumanEval and SpellingBee
-(generated answers), and report ChatCORE, the mean centred accuracy over the tasks run.
+(generated answers), and report ChatCORE, the mean centred accuracy over those run; Arithmetic (generated word
+problems with the calculator, chat_rl's task) is scored beside them.
 
-    python -m scripts.chat_eval -i sft                              # all six tasks, every problem
+    python -m scripts.chat_eval -i sft                              # every task, every problem
     python -m scripts.chat_eval -i sft -a ARC-Easy,MMLU --max-problems 200
     python -m scripts.chat_eval -i sft -a GSM8K --temperature 0.8 --num-samples 4    # pass@4
     python -m scripts.chat_eval -i rl --model-tag d4 --step 300 -a SpellingBee --max-tokens 256

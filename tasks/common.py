@@ -118,6 +118,12 @@ class TaskMixture(Task):
 
 # --- helpers shared by the tasks ---
 
+def spread(task: Task, n: int) -> Task:
+    """At most n examples of task, evenly spaced over all of it (a view): sources sorted by subject or by id
+    keep their variety, where the first n would not."""
+    return task[::max(1, len(task) // n)][:n]
+
+
 def use_hub(what: str) -> bool:
     """True when `what` should come from the Hugging Face hub; logs the choice either way."""
     online = hub_reachable()

@@ -231,8 +231,10 @@ def test_chatcore_label_and_arithmetic():
     assert score["value"] == pytest.approx((1 / 3 + 0.1) / 2)
     assert score["stderr"] == pytest.approx(math.sqrt((0.05 / 0.75) ** 2 + 0.03 ** 2) / 2)
     assert score["missing"] == ["ARC-Challenge", "MMLU", "HumanEval", "SpellingBee"]
-    everything = chatcore([result(name, 0.25, 8, 0.25) for name in chat_eval.TASKS])
+    everything = chatcore([result(name, 0.25, 8, 0.25) for name in chat_eval.TASKS])   # Arithmetic among them
     assert everything["label"] == "ChatCORE (all 6 tasks)" and everything["value"] == 0 and not everything["missing"]
+    assert "Arithmetic" in chat_eval.TASKS and "Arithmetic" not in everything["tasks"]
+    assert chatcore([result("Arithmetic", 0.5, 10, 0.0, "generative")]) is None
 
 
 # -----------------------------------------------------------------------------
@@ -245,6 +247,7 @@ def sft_checkpoint(base_dir, byte_tok, monkeypatch):
     directory = base_dir / "base" / "chatsft_checkpoints" / "d1"
     save_checkpoint(str(directory), 3, model.state_dict(), None, {"step": 3, "model_config": asdict(model.config)})
     monkeypatch.setattr(chat_eval, "TASKS", {"Quiz": lambda: Quiz(QUIZ), "Sums": lambda: Sums([(1, 2), (4, 4)])})
+    monkeypatch.setattr(chat_eval, "CHATCORE_TASKS", ["Quiz", "Sums"])
     return directory
 
 

@@ -61,7 +61,7 @@ def train(train_model, model, ranks):
     for step in range(STEPS):
         set_schedule(optimizers, step, step / STEPS)
         batches = iter([batch(step, r, m) for r in ranks for m in range(ACCUM)])
-        loss, state = train_step(train_model, optimizers, batches, ACCUM * len(ranks), "cpu", torch.float32)
+        loss, state, _ = train_step(train_model, optimizers, batches, ACCUM * len(ranks), "cpu", torch.float32)
         assert state["step"] == step and next(batches, None) is None      # every micro-batch used, in order
         losses.append(loss)
     return losses

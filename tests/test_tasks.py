@@ -279,6 +279,18 @@ def test_smoltalk_offline_uses_chitchat(tmp_path, monkeypatch):
     assert not train.is_evaluated_split  # general chat data is trainable on either split
 
 
+def test_long_chitchat_conversations_become_pieces(tmp_path):
+    turns = [[{"text": f"m{i}", "sender": "ab"[i % 2]}] for i in range(15)]   # 15 turns: the last (user) goes
+    wheel = tmp_path / "chitchat.whl"
+    with zipfile.ZipFile(wheel, "w") as z:
+        z.writestr("chitchat_dataset/dataset.json", json.dumps({"c": {"messages": turns}}))
+    pieces = smoltalk.chitchat_conversations(smoltalk.split_of("c"), wheel)
+    n = smoltalk.PIECE_MESSAGES
+    assert [len(p["messages"]) for p in pieces] == [n, n, 14 - 2 * n]
+    assert all(p["messages"][0]["role"] == "user" and p["messages"][-1]["role"] == "assistant" for p in pieces)
+    assert [m["content"] for p in pieces for m in p["messages"]] == [f"m{i}" for i in range(14)]   # nothing lost
+
+
 def test_customjson_valid_and_invalid(tmp_path):
     good = tmp_path / "good.jsonl"
     good.write_text(

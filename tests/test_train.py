@@ -153,8 +153,8 @@ def test_core_metric_during_training_equals_base_eval(base_dir, capsys):
     core_lines = [line for line in capsys.readouterr().out.splitlines() if "| CORE (3 of 22 tasks): " in line]
     assert [line[:10] for line in core_lines] == ["step 00002", "step 00004"]
     meta = json.loads((base_dir / "base" / "base_checkpoints" / "d2" / "meta_000004.json").read_text())
-    assert result["step"] == 4 and meta["loop_state"]["core_metric"] is not None
+    assert result["step"] == 4 and meta["loop_state"]["task_metric"] is not None
     # The same items scored by base_eval on the saved checkpoint give the same CORE.
     evaluated = base_eval.main(["--max-per-task", "5"])
-    assert evaluated["core"] == pytest.approx(meta["loop_state"]["core_metric"], abs=1e-9)
+    assert evaluated["core"] == pytest.approx(meta["loop_state"]["task_metric"], abs=1e-9)
     assert f"{evaluated['line']} |" in core_lines[-1]
