@@ -86,7 +86,8 @@ def add_checkpoint_args(p, default_source: str | None = None, short: str | None 
     short: an extra short name for --source (chat_eval's `-i sft`)."""
     g = p.add_argument_group("checkpoint")
     g.add_argument(*([short] if short else []), "--source", choices=STAGES, default=default_source,
-                   help="checkpoint stage (none given: the most trained one available, rl > sft > mid > base)")
+                   help="checkpoint stage" + (f" (default {default_source})" if default_source else
+                                              " (none given: the most trained one available, rl > sft > mid > base)"))
     g.add_argument("--model-tag", default=None, help="model folder, e.g. d4 (default: the deepest model)")
     g.add_argument("--step", type=nonneg_int, default=None, help="checkpoint step (default: the latest)")
 
