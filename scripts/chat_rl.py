@@ -18,10 +18,11 @@ RL runs in one process (no torchrun: under torchrun it stops with an error). Rol
 prompt, which a single process keeps busy on every core.
 
 Data: training questions are tasks.arithmetic.ArithmeticProblems('train') (generated; a question is train or test
-by a hash of its text, so held-out questions never appear in training), mixed with GSM8K's train split when the
+by a hash of its text, so held-out questions never appear in training) and SpellingBee('train') letter counting
+(its test words are never trained on; --no-spelling-bee leaves it out), mixed with GSM8K's train split when the
 Hugging Face hub answers (--gsm8k auto; offline GSM8K has no train split and RL uses arithmetic alone, and says
 so). Held out: ArithmeticProblems('test'), and GSM8K test when GSM8K trains. pass@1 is the mean over the k
-samples per problem, pass@k whether any passed; --eval-greedy adds greedy pass@1.
+samples per problem, pass@k whether any passed; --eval-greedy adds greedy pass@1. Held-out SpellingBee('test') too.
 
 Checkpoints: <base>/chatrl_checkpoints/<model tag>/ (model tag = the source's, e.g. d4); their meta holds the loop
 state (step, train time, position in the shuffled training questions) and every held-out evaluation so far.
@@ -29,6 +30,7 @@ Ctrl-C saves one and exits. Sampling is seeded by (--seed, position of the quest
 samples exactly what the uninterrupted run would have.
 """
 
+import argparse
 import os
 import time
 from dataclasses import asdict
@@ -64,7 +66,11 @@ def parse_args(argv=None):
     p.add_argument("--device-batch-size", type=cli.positive_int, default=8,
                    help="replies per forward/backward of the policy-gradient pass")
     p.add_argument("--train-problems", type=cli.positive_int, default=20000,
-                   help="generated arithmetic training questions (the stream wraps around after all of them)")
+                   help="generated training questions per task (the stream wraps around after all of them)")
+    p.add_argument("--spelling-bee", action=argparse.BooleanOptionalAction, default=True,
+                   help="mix SpellingBee letter counting into the training questions (and the held-out ones): "
+                        "SFT leaves the calculator-driven arithmetic at its ceiling, so it alone gives RL little "
+                        "to learn")
     p.add_argument("--gsm8k", choices=["auto", "on", "off"], default="auto",
                    help="mix GSM8K's train split into the training questions: auto = when the hub answers, on = "
                         "required, off = arithmetic only")
@@ -104,6 +110,10 @@ def build_tasks(args) -> tuple:
     from tasks.arithmetic import ArithmeticProblems
     from tasks.common import TaskMixture
     train, held_out = [ArithmeticProblems("train", size=args.train_problems, seed=args.seed)], []
+    if args.spelling_bee:
+        from tasks.spellingbee import SpellingBee
+        train.append(SpellingBee("train", size=args.train_problems, seed=args.seed))
+        held_out.append(SpellingBee("test", size=args.eval_problems, seed=args.seed))
     if args.gsm8k != "off":
         from tasks.gsm8k import GSM8K
         try:
