@@ -121,7 +121,7 @@ def build_tasks(args) -> tuple:
         except ValueError as e:
             if args.gsm8k == "on":
                 raise UserError(f"--gsm8k on: {e}") from None
-            print0(f"GSM8K: no train split offline, so RL trains on arithmetic only ({e})")
+            print0(f"note: RL trains without GSM8K: {e}")
         else:
             train.append(gsm8k)
             held_out.append(GSM8K("test"))
