@@ -16,11 +16,12 @@ Checkpoints: <base>/<stage dir>/<model tag of the start checkpoint>/, e.g. mid_c
 
 import argparse
 import os
+import time
 from dataclasses import asdict
 
 import torch
 
-from nanochat import cli
+from nanochat import cli, report
 from nanochat.chat_data import ChatData
 from nanochat.checkpoint_manager import STAGE_DIRS, find_largest_model, list_steps, load_model, locate_checkpoint
 from nanochat.common import (UserError, autocast_ctx, compute_cleanup, compute_init, dtype_reason, get_base_dir,
@@ -116,6 +117,7 @@ def run_chat_stage(args, stage: str, train_task, val_task, packed: bool, supervi
                    warmdown_ratio: float, eval_tasks=None) -> dict:
     """Train stage `stage` ("mid", "sft") on train_task from args.source's checkpoint; returns the results.
     rows_per_step: rows per optimizer step, or a function of the row length T (known once the model is loaded)."""
+    t_start = time.time()
     user_config = vars(args).copy()
 
     # -------------------------------------------------------------------------
@@ -226,6 +228,10 @@ def run_chat_stage(args, stage: str, train_task, val_task, packed: bool, supervi
     print0(f"done: {loop.step} steps, {loop.train_time / 60:.2f} min of training, val bpb {loop.val_bpb}, "
            f"peak RSS {peak_rss_bytes() / 2**30:.2f} GiB; checkpoints in {checkpoint_dir}")
     run.wandb_run.finish()
+    report.record({"mid": "mid_train", "sft": "chat_sft"}[stage], settings=user_config,
+                  seconds=time.time() - t_start, history=run.history,
+                  metrics={"val_bpb": loop.val_bpb, "steps": loop.step, "train_minutes": loop.train_time / 60,
+                           "conversations": len(data), "truncated": data.truncated, "chat_eval": loop.task_metric})
     compute_cleanup()
     return {"step": loop.step, "val_bpb": loop.val_bpb, "chat_eval": loop.task_metric, "train_time": loop.train_time,
             "losses": losses, "loader_state": loop.loader_state, "checkpoint_dir": checkpoint_dir,

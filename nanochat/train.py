@@ -285,6 +285,9 @@ class TrainingRun:
     save_every: int = -1
     schedule: dict = field(default_factory=dict)   # lr_multiplier's warmup_ratio / warmdown_ratio
     wandb_run: Any = None
+    # filled by train_loop, for the report's plots: every step's loss, every evaluation's val bpb
+    history: dict = field(default_factory=lambda: {k: [] for k in ("step", "minutes", "loss", "val_step",
+                                                                   "val_minutes", "val_bpb")})
 
 
 def every(step: int, period: int) -> bool:
@@ -318,6 +321,9 @@ def train_loop(run: TrainingRun, loop: LoopState) -> list[float]:
                 print0(f"step {loop.step:05d} | val bpb {loop.val_bpb:.4f} | train time {loop.train_time / 60:.2f} min"
                        f" | eval {time.time() - t0:.1f}s")
                 run.wandb_run.log({"step": loop.step, "val/bpb": loop.val_bpb, "train_time": loop.train_time})
+                for key, value in (("val_step", loop.step), ("val_minutes", loop.train_time / 60),
+                                   ("val_bpb", loop.val_bpb)):
+                    run.history[key].append(value)
             if sample_now or metric_now:
                 if compute.master:      # rank 0 alone: the others wait at the barrier, not in their next step
                     run.model.eval()
@@ -349,6 +355,8 @@ def train_loop(run: TrainingRun, loop: LoopState) -> list[float]:
             loop.step += 1
             loop.train_time += dt
             losses.append(train_loss)
+            for key, value in (("step", loop.step), ("minutes", loop.train_time / 60), ("loss", train_loss)):
+                run.history[key].append(value)
             log_step(run, loop, train_loss, lrm, dt, tokens * compute.world_size)
     return losses
 

@@ -21,11 +21,12 @@ data-loader position, so --resume needs the same number of processes.
 """
 
 import os
+import time
 from dataclasses import asdict
 
 import torch
 
-from nanochat import cli
+from nanochat import cli, report
 from nanochat.checkpoint_manager import STAGE_DIRS
 from nanochat.common import UserError, autocast_ctx, compute_cleanup, compute_init, dtype_reason, get_base_dir, \
     get_wandb, peak_rss_bytes, print0
@@ -94,6 +95,7 @@ def parse_args(argv=None):
 
 
 def main(argv=None):
+    t_start = time.time()
     args = parse_args(argv)
     user_config = vars(args).copy()
 
@@ -198,6 +200,10 @@ def main(argv=None):
     print0(f"done: {loop.step} steps, {loop.train_time / 60:.2f} min of training, val bpb {loop.val_bpb}, "
            f"peak RSS {peak_rss_bytes() / 2**30:.2f} GiB; checkpoints in {checkpoint_dir}")
     run.wandb_run.finish()
+    report.record("base_train", settings=user_config, seconds=time.time() - t_start, history=run.history,
+                  metrics={"val_bpb": loop.val_bpb, "steps": loop.step, "train_minutes": loop.train_time / 60,
+                           "parameters": n_params["total"], "tokens": loop.step * total_batch,
+                           "core_metric": loop.task_metric})
     compute_cleanup()
     return {"step": loop.step, "val_bpb": loop.val_bpb, "train_time": loop.train_time, "losses": losses,
             "loader_state": loop.loader_state}
