@@ -30,8 +30,8 @@ from nanochat.engine import Engine
 from nanochat.gpt import measure_matmul_flops
 from nanochat.loss_eval import evaluate_bpb
 from nanochat.tokenizer import get_token_bytes
-from nanochat.train import (LoopState, RunLength, TrainingRun, maybe_compile, resume, save_training_checkpoint,
-                            train_loop, wrap_data_parallel)
+from nanochat.train import (LoopState, RunLength, TrainingRun, save_training_checkpoint, start_or_resume,
+                            train_loop)
 
 # Greedy replies printed at every sample point: the format, identity, a fact, spelling and a tool call.
 SAMPLE_QUESTIONS = ["Hello! Who are you?", "What is the capital of France?", "How many r are in strawberry?",
@@ -172,14 +172,8 @@ def run_chat_stage(args, stage: str, train_task, val_task, packed: bool, supervi
     optimizers = model.setup_optimizers(unembedding_lr=args.unembedding_lr * frac,
                                         embedding_lr=args.embedding_lr * frac, matrix_lr=args.matrix_lr * frac)
     checkpoint_dir = os.path.join(get_base_dir(), STAGE_DIRS[stage], os.path.basename(source_dir))
-    loop = LoopState()
-    if args.resume:
-        loop, meta = resume(checkpoint_dir, args.resume, model, optimizers, asdict(config), compute)
-        if not length.time_budget:      # a resumed run keeps the length (and so the LR schedule) it started with
-            length.num_iterations = meta["num_iterations"]
-    train_model, _ = maybe_compile(model, args.compile, device, length, loop.step)
-    if compute.ddp:
-        train_model = wrap_data_parallel(train_model)
+    loop, train_model = start_or_resume(checkpoint_dir, args.resume, model, optimizers, length, args.compile,
+                                        asdict(config), compute)
 
     # -------------------------------------------------------------------------
     # Batches, evaluation, samples, saving

@@ -7,8 +7,7 @@ a checkpoint saves whole.
 A stage script reads flags, builds the model, optimizers and data, then:
 
     length = RunLength.from_flags(...)                    # how long, and the progress the LR schedule follows
-    loop, loader_state = LoopState(), None
-    if args.resume: loop = resume(checkpoint_dir, args.resume, model, optimizers, config, compute)
+    loop, train_model = start_or_resume(checkpoint_dir, args.resume, model, optimizers, length, args.compile, ...)
     run = TrainingRun(...)                                 # what the loop needs, named
     losses = train_loop(run, loop)                         # evals, samples and saves happen on their triggers
 
@@ -238,6 +237,22 @@ def resume(checkpoint_dir: str, which: str, model, optimizers, model_config: dic
     loop = LoopState(**{**saved, "loader_state": loader_state})
     print0(f"resumed from step {loop.step} of {checkpoint_dir} ({loop.train_time / 60:.1f} min trained)")
     return loop, meta
+
+
+def start_or_resume(checkpoint_dir: str, which: str, model, optimizers, length: RunLength, compile_mode: str,
+                    model_config: dict, compute: Compute) -> tuple[LoopState, torch.nn.Module]:
+    """The loop state (fresh, or resumed from step `which` of checkpoint_dir when given) and the model to train
+    through: compiled per compile_mode, wrapped in DDP under torchrun (evaluate, sample and save `model` itself).
+    A resumed run of a fixed number of steps keeps the length, and so the LR schedule, it started with."""
+    loop = LoopState()
+    if which:
+        loop, meta = resume(checkpoint_dir, which, model, optimizers, model_config, compute)
+        if not length.time_budget:
+            length.num_iterations = meta["num_iterations"]
+    train_model, _ = maybe_compile(model, compile_mode, compute.device, length, loop.step)
+    if compute.ddp:     # the wrapper all-reduces the gradients
+        train_model = wrap_data_parallel(train_model)
+    return loop, train_model
 
 
 class CtrlC:
