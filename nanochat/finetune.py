@@ -16,11 +16,12 @@ Checkpoints: <base>/<stage dir>/<model tag of the start checkpoint>/, e.g. mid_c
 
 import argparse
 import os
+import time
 from dataclasses import asdict
 
 import torch
 
-from nanochat import cli
+from nanochat import cli, report
 from nanochat.chat_data import ChatData
 from nanochat.checkpoint_manager import STAGE_DIRS, find_largest_model, list_steps, load_model, locate_checkpoint
 from nanochat.common import (UserError, autocast_ctx, compute_cleanup, compute_init, dtype_reason, get_base_dir,
@@ -29,8 +30,8 @@ from nanochat.engine import Engine
 from nanochat.gpt import measure_matmul_flops
 from nanochat.loss_eval import evaluate_bpb
 from nanochat.tokenizer import get_token_bytes
-from nanochat.train import (LoopState, RunLength, TrainingRun, maybe_compile, resume, save_training_checkpoint,
-                            train_loop, wrap_data_parallel)
+from nanochat.train import (LoopState, RunLength, TrainingRun, save_training_checkpoint, start_or_resume,
+                            train_loop)
 
 # Greedy replies printed at every sample point: the format, identity, a fact, spelling and a tool call.
 SAMPLE_QUESTIONS = ["Hello! Who are you?", "What is the capital of France?", "How many r are in strawberry?",
@@ -116,6 +117,7 @@ def run_chat_stage(args, stage: str, train_task, val_task, packed: bool, supervi
                    warmdown_ratio: float, eval_tasks=None) -> dict:
     """Train stage `stage` ("mid", "sft") on train_task from args.source's checkpoint; returns the results.
     rows_per_step: rows per optimizer step, or a function of the row length T (known once the model is loaded)."""
+    t_start = time.time()
     user_config = vars(args).copy()
 
     # -------------------------------------------------------------------------
@@ -170,14 +172,8 @@ def run_chat_stage(args, stage: str, train_task, val_task, packed: bool, supervi
     optimizers = model.setup_optimizers(unembedding_lr=args.unembedding_lr * frac,
                                         embedding_lr=args.embedding_lr * frac, matrix_lr=args.matrix_lr * frac)
     checkpoint_dir = os.path.join(get_base_dir(), STAGE_DIRS[stage], os.path.basename(source_dir))
-    loop = LoopState()
-    if args.resume:
-        loop, meta = resume(checkpoint_dir, args.resume, model, optimizers, asdict(config), compute)
-        if not length.time_budget:      # a resumed run keeps the length (and so the LR schedule) it started with
-            length.num_iterations = meta["num_iterations"]
-    train_model, _ = maybe_compile(model, args.compile, device, length, loop.step)
-    if compute.ddp:
-        train_model = wrap_data_parallel(train_model)
+    loop, train_model = start_or_resume(checkpoint_dir, args.resume, model, optimizers, length, args.compile,
+                                        asdict(config), compute)
 
     # -------------------------------------------------------------------------
     # Batches, evaluation, samples, saving
@@ -226,6 +222,10 @@ def run_chat_stage(args, stage: str, train_task, val_task, packed: bool, supervi
     print0(f"done: {loop.step} steps, {loop.train_time / 60:.2f} min of training, val bpb {loop.val_bpb}, "
            f"peak RSS {peak_rss_bytes() / 2**30:.2f} GiB; checkpoints in {checkpoint_dir}")
     run.wandb_run.finish()
+    report.record({"mid": "mid_train", "sft": "chat_sft"}[stage], settings=user_config,
+                  seconds=time.time() - t_start, history=run.history,
+                  metrics={"val_bpb": loop.val_bpb, "steps": loop.step, "train_minutes": loop.train_time / 60,
+                           "conversations": len(data), "truncated": data.truncated, "chat_eval": loop.task_metric})
     compute_cleanup()
     return {"step": loop.step, "val_bpb": loop.val_bpb, "chat_eval": loop.task_metric, "train_time": loop.train_time,
             "losses": losses, "loader_state": loop.loader_state, "checkpoint_dir": checkpoint_dir,

@@ -27,7 +27,7 @@ import platform
 import shutil
 import subprocess
 
-from nanochat.common import atomic_write, cpu_flags, get_base_dir
+from nanochat.common import atomic_write, cpu_flags, get_base_dir, get_rank
 
 # The stages in pipeline order; a record of another name is shown after them.
 STAGES = ["data", "tok_train", "tok_eval", "base_train", "base_loss", "base_eval", "mid_train", "chat_sft", "chat_rl",
@@ -55,7 +55,10 @@ def _records_dir() -> str:
 def record(stage: str, settings: dict | None = None, metrics: dict | None = None, seconds: float | None = None,
            history: dict | None = None, text: str = ""):
     """Record (or replace) one stage's settings, metrics (numbers, or {"value", "stderr"} dicts), wall seconds,
-    training history (lists for the plots) and free text (e.g. a sample). Values must be JSON-serialisable."""
+    training history (lists for the plots) and free text (e.g. a sample). Values must be JSON-serialisable.
+    Under torchrun only rank 0 records."""
+    if get_rank() != 0:
+        return
     entry = {"stage": stage, "finished": datetime.datetime.now().isoformat(timespec="seconds"),
              "seconds": seconds, "settings": settings or {}, "metrics": metrics or {}, "history": history or {},
              "text": text}
@@ -146,23 +149,25 @@ def summary_cells(records: dict) -> dict[str, dict[str, object]]:
 
 
 def plot_history(stage: str, history: dict, out_dir: str) -> list[str]:
-    """Two PNGs for a training stage: loss and val bpb against step, and against minutes. Returns their names."""
+    """Two PNGs for a training stage: its training curve ("loss", or "reward" for RL) and val bpb against step,
+    and against minutes. Returns their names."""
     import matplotlib
     matplotlib.use("Agg")               # no display: files only
     import matplotlib.pyplot as plt
     names = []
+    y_key = "loss" if history.get("loss") else "reward"
     for x_key, val_x_key, label in (("step", "val_step", "step"), ("minutes", "val_minutes", "training minutes")):
-        if not history.get(x_key) or not history.get("loss"):
+        if not history.get(x_key) or not history.get(y_key):
             continue
         fig, ax = plt.subplots(figsize=(6, 3.5))
-        ax.plot(history[x_key], history["loss"], lw=1, label="train loss")
+        ax.plot(history[x_key], history[y_key], lw=1)
         ax.set_xlabel(label)
-        ax.set_ylabel("train loss")
+        ax.set_ylabel(f"train {y_key}")
         if history.get("val_bpb") and history.get(val_x_key):
             ax2 = ax.twinx()
             ax2.plot(history[val_x_key], history["val_bpb"], "o-", color="tab:orange", label="val bpb")
             ax2.set_ylabel("val bits per byte")
-        ax.set_title(f"{stage}: loss and val bpb by {label}")
+        ax.set_title(f"{stage}: {y_key}" + (" and val bpb" if history.get("val_bpb") else "") + f" by {label}")
         fig.tight_layout()
         name = f"{stage}_by_{x_key}.png"
         fig.savefig(os.path.join(out_dir, name), dpi=100)

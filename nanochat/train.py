@@ -7,8 +7,7 @@ a checkpoint saves whole.
 A stage script reads flags, builds the model, optimizers and data, then:
 
     length = RunLength.from_flags(...)                    # how long, and the progress the LR schedule follows
-    loop, loader_state = LoopState(), None
-    if args.resume: loop = resume(checkpoint_dir, args.resume, model, optimizers, config, compute)
+    loop, train_model = start_or_resume(checkpoint_dir, args.resume, model, optimizers, length, args.compile, ...)
     run = TrainingRun(...)                                 # what the loop needs, named
     losses = train_loop(run, loop)                         # evals, samples and saves happen on their triggers
 
@@ -240,6 +239,22 @@ def resume(checkpoint_dir: str, which: str, model, optimizers, model_config: dic
     return loop, meta
 
 
+def start_or_resume(checkpoint_dir: str, which: str, model, optimizers, length: RunLength, compile_mode: str,
+                    model_config: dict, compute: Compute) -> tuple[LoopState, torch.nn.Module]:
+    """The loop state (fresh, or resumed from step `which` of checkpoint_dir when given) and the model to train
+    through: compiled per compile_mode, wrapped in DDP under torchrun (evaluate, sample and save `model` itself).
+    A resumed run of a fixed number of steps keeps the length, and so the LR schedule, it started with."""
+    loop = LoopState()
+    if which:
+        loop, meta = resume(checkpoint_dir, which, model, optimizers, model_config, compute)
+        if not length.time_budget:
+            length.num_iterations = meta["num_iterations"]
+    train_model, _ = maybe_compile(model, compile_mode, compute.device, length, loop.step)
+    if compute.ddp:     # the wrapper all-reduces the gradients
+        train_model = wrap_data_parallel(train_model)
+    return loop, train_model
+
+
 class CtrlC:
     """Ctrl-C finishes the current step and asks the loop to save and stop; a second Ctrl-C quits at once."""
 
@@ -285,6 +300,9 @@ class TrainingRun:
     save_every: int = -1
     schedule: dict = field(default_factory=dict)   # lr_multiplier's warmup_ratio / warmdown_ratio
     wandb_run: Any = None
+    # filled by train_loop, for the report's plots: every step's loss, every evaluation's val bpb
+    history: dict = field(default_factory=lambda: {k: [] for k in ("step", "minutes", "loss", "val_step",
+                                                                   "val_minutes", "val_bpb")})
 
 
 def every(step: int, period: int) -> bool:
@@ -318,6 +336,9 @@ def train_loop(run: TrainingRun, loop: LoopState) -> list[float]:
                 print0(f"step {loop.step:05d} | val bpb {loop.val_bpb:.4f} | train time {loop.train_time / 60:.2f} min"
                        f" | eval {time.time() - t0:.1f}s")
                 run.wandb_run.log({"step": loop.step, "val/bpb": loop.val_bpb, "train_time": loop.train_time})
+                for key, value in (("val_step", loop.step), ("val_minutes", loop.train_time / 60),
+                                   ("val_bpb", loop.val_bpb)):
+                    run.history[key].append(value)
             if sample_now or metric_now:
                 if compute.master:      # rank 0 alone: the others wait at the barrier, not in their next step
                     run.model.eval()
@@ -349,6 +370,8 @@ def train_loop(run: TrainingRun, loop: LoopState) -> list[float]:
             loop.step += 1
             loop.train_time += dt
             losses.append(train_loss)
+            for key, value in (("step", loop.step), ("minutes", loop.train_time / 60), ("loss", train_loss)):
+                run.history[key].append(value)
             log_step(run, loop, train_loss, lrm, dt, tokens * compute.world_size)
     return losses
 

@@ -14,10 +14,11 @@ How items are scored: nanochat/core_eval.py. Without a bundle on disk this first
 import json
 import os
 import re
+import time
 
 import torch
 
-from nanochat import cli
+from nanochat import cli, report
 from nanochat.checkpoint_manager import locate_checkpoint
 from nanochat.common import UserError, atomic_write, compute_init, print0
 from nanochat.core_eval import BATCH_SIZE, BATCH_TOKENS, evaluate_core, format_table, resolve_tasks
@@ -49,6 +50,7 @@ def to_json(results: dict) -> bytes:
 
 
 def main(argv=None):
+    t_start = time.time()
     p = cli.parser("CORE metric (DCLM) of a base model", __doc__)
     cli.add_checkpoint_args(p, default_source="base")
     p.add_argument("--max-per-task", type=cli.int_or_off, default=-1,
@@ -105,6 +107,9 @@ def main(argv=None):
     data = to_json(results)
     atomic_write(path, lambda f: f.write(data))
     print0(f"wrote {path}")
+    report.record("base_eval", settings={k: v for k, v in vars(args).items()}, seconds=time.time() - t_start,
+                  metrics={"CORE": {"value": results["core"], "stderr": results["core_stderr"]},
+                           "tasks": f"{results['present']} of {results['total']}"}, text=format_table(results))
     return results
 
 

@@ -6,7 +6,9 @@ Bits per byte of a trained base model on the train and val splits, plus a few gr
     torchrun --standalone --nproc_per_node=8 -m scripts.base_loss --data hub    # GPUs: ranks split the tokens
 """
 
-from nanochat import cli
+import time
+
+from nanochat import cli, report
 from nanochat.checkpoint_manager import load_model
 from nanochat.common import autocast_ctx, compute_cleanup, compute_init, print0
 from nanochat.dataloader import tokenizing_distributed_data_loader
@@ -18,6 +20,7 @@ PROMPTS = ["The capital of France is", "The chemical symbol of gold is", "If yes
 
 
 def main(argv=None):
+    t_start = time.time()
     p = cli.parser("Train/val bits per byte and samples of a base model")
     cli.add_checkpoint_args(p, default_source="base")
     p.add_argument("--device-batch-size", type=cli.positive_int, default=8, help="sequences per forward pass")
@@ -33,7 +36,7 @@ def main(argv=None):
     token_bytes = get_token_bytes(device)
     B, T = args.device_batch_size, model.config.sequence_len
     steps = max(1, args.split_tokens // (B * T * world_size))       # per rank; evaluate_bpb sums over ranks
-    results = {}
+    results, samples = {}, []
     for split in ("train", "val"):
         loader = tokenizing_distributed_data_loader(tokenizer, B, T, split, source=args.data, device=device)
         try:
@@ -45,7 +48,10 @@ def main(argv=None):
         ids = tokenizer.encode(prompt, prepend="<|bos|>")
         with autocast_ctx(device, dtype):
             out = list(model.generate(ids, max_tokens=args.max_new_tokens, temperature=0))
-        print0(f"{prompt!r} -> {tokenizer.decode(out)!r}")
+        samples.append(f"{prompt!r} -> {tokenizer.decode(out)!r}")
+        print0(samples[-1])
+    report.record("base_loss", settings={k: v for k, v in vars(args).items()}, seconds=time.time() - t_start,
+                  metrics={f"{split}_bpb": value for split, value in results.items()}, text="\n".join(samples))
     compute_cleanup()
     return results
 

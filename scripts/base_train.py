@@ -21,11 +21,12 @@ data-loader position, so --resume needs the same number of processes.
 """
 
 import os
+import time
 from dataclasses import asdict
 
 import torch
 
-from nanochat import cli
+from nanochat import cli, report
 from nanochat.checkpoint_manager import STAGE_DIRS
 from nanochat.common import UserError, autocast_ctx, compute_cleanup, compute_init, dtype_reason, get_base_dir, \
     get_wandb, peak_rss_bytes, print0
@@ -33,8 +34,8 @@ from nanochat.dataloader import tokenizing_distributed_data_loader
 from nanochat.gpt import build_model, config_from_depth, measure_matmul_flops
 from nanochat.loss_eval import evaluate_bpb
 from nanochat.tokenizer import get_token_bytes, get_tokenizer
-from nanochat.train import (LoopState, RunLength, TrainingRun, grad_accum_steps, maybe_compile, resume,
-                            save_training_checkpoint, train_loop, wrap_data_parallel)
+from nanochat.train import (LoopState, RunLength, TrainingRun, grad_accum_steps, save_training_checkpoint,
+                            start_or_resume, train_loop)
 
 CORE_MAX_PER_TASK = 200     # items per CORE task during training (README.md: its time and standard error)
 SAMPLE_PROMPTS = ["The capital of France is", "The meaning of the word", "It is a truth universally acknowledged",
@@ -94,6 +95,7 @@ def parse_args(argv=None):
 
 
 def main(argv=None):
+    t_start = time.time()
     args = parse_args(argv)
     user_config = vars(args).copy()
 
@@ -136,15 +138,8 @@ def main(argv=None):
     optimizers = model.setup_optimizers(unembedding_lr=args.unembedding_lr, embedding_lr=args.embedding_lr,
                                         matrix_lr=args.matrix_lr)
     checkpoint_dir = os.path.join(get_base_dir(), STAGE_DIRS["base"], args.model_tag or f"d{args.depth}")
-    loop = LoopState()
-    if args.resume:
-        loop, meta = resume(checkpoint_dir, args.resume, model, optimizers, asdict(config), compute)
-        if not length.time_budget:      # a resumed run keeps the length (and so the LR schedule) it started with
-            length.num_iterations = meta["num_iterations"]
-    train_model, _ = maybe_compile(model, args.compile, device, length, loop.step)
-    if compute.ddp:
-        # Train through the wrapper (it all-reduces gradients); evaluate, sample and save `model` itself.
-        train_model = wrap_data_parallel(train_model)
+    loop, train_model = start_or_resume(checkpoint_dir, args.resume, model, optimizers, length, args.compile,
+                                        asdict(config), compute)
 
     # -------------------------------------------------------------------------
     # Data, evaluation, samples, saving
@@ -198,6 +193,10 @@ def main(argv=None):
     print0(f"done: {loop.step} steps, {loop.train_time / 60:.2f} min of training, val bpb {loop.val_bpb}, "
            f"peak RSS {peak_rss_bytes() / 2**30:.2f} GiB; checkpoints in {checkpoint_dir}")
     run.wandb_run.finish()
+    report.record("base_train", settings=user_config, seconds=time.time() - t_start, history=run.history,
+                  metrics={"val_bpb": loop.val_bpb, "steps": loop.step, "train_minutes": loop.train_time / 60,
+                           "parameters": n_params["total"], "tokens": loop.step * total_batch,
+                           "core_metric": loop.task_metric})
     compute_cleanup()
     return {"step": loop.step, "val_bpb": loop.val_bpb, "train_time": loop.train_time, "losses": losses,
             "loader_state": loop.loader_state}

@@ -15,8 +15,9 @@ and writes them to chat_eval_<step>.json beside the checkpoint. Offline, the dat
 
 import json
 import os
+import time
 
-from nanochat import cli
+from nanochat import cli, report
 from nanochat.chat_eval import TASKS, evaluate, resolve_task_names
 from nanochat.checkpoint_manager import locate_checkpoint
 from nanochat.common import atomic_write, compute_init
@@ -24,6 +25,7 @@ from nanochat.engine import load_engine
 
 
 def main(argv=None) -> dict:
+    t_start = time.time()
     parser = cli.parser("Evaluate a chat model on the ChatCORE tasks", __doc__)
     parser.add_argument("-a", "--task-name", default=None,
                         help=f"one task or several, comma-separated: {', '.join(TASKS)} (default: all)")
@@ -60,12 +62,17 @@ def main(argv=None) -> dict:
                        top_k=args.top_k or None, seed=args.seed)
 
     # --- save ---
-    report = {"model": model_name, "source": source, "checkpoint_dir": checkpoint_dir, "step": step,
+    report_data = {"model": model_name, "source": source, "checkpoint_dir": checkpoint_dir, "step": step,
               **{k: v for k, v in results.items() if k != "results"}}
     path = os.path.join(checkpoint_dir, f"chat_eval_{step:06d}.json")
-    text = json.dumps(report, indent=2).encode()
+    text = json.dumps(report_data, indent=2).encode()
     atomic_write(path, lambda f: f.write(text))
     print(f"results written to {path}")
+    metrics = {name: {"value": r["accuracy"], "stderr": r["stderr"]} for name, r in report_data["tasks"].items()}
+    if results["chatcore"]:
+        metrics["ChatCORE"] = {"value": results["chatcore"]["value"], "stderr": results["chatcore"]["stderr"]}
+    report.record(f"chat_eval_{source}", settings={k: v for k, v in vars(args).items()}, metrics=metrics,
+                  seconds=time.time() - t_start, text=model_name)
     return results
 
 

@@ -37,7 +37,7 @@ from dataclasses import asdict
 
 import torch
 
-from nanochat import cli
+from nanochat import cli, report
 from nanochat.chat_eval import run_generative
 from nanochat.checkpoint_manager import STAGE_DIRS, locate_checkpoint, load_model
 from nanochat.common import (UserError, autocast_ctx, compute_cleanup, compute_init, dtype_reason, get_base_dir,
@@ -137,6 +137,7 @@ def question_at(mixture, position: int) -> tuple:
 
 
 def main(argv=None) -> dict:
+    t_start = time.time()
     args = parse_args(argv)
     user_config = vars(args).copy()
 
@@ -290,6 +291,11 @@ def main(argv=None) -> dict:
     print0(f"done: {loop.step} steps, {loop.train_time / 60:.2f} min of RL, peak RSS {peak_rss_bytes() / 2**30:.2f} "
            f"GiB; checkpoints in {checkpoint_dir}")
     wandb_run.finish()
+    report.record("chat_rl", settings=user_config, seconds=time.time() - t_start,
+                  history={"step": list(range(1, len(rewards_per_step) + 1)), "reward": rewards_per_step},
+                  metrics={"steps": loop.step, "train_minutes": loop.train_time / 60,
+                           **{f"{e['task']} {name}": value for e in final for name, value in e.items()
+                              if name.startswith(("pass@", "greedy"))}})
     compute_cleanup()
     return {"step": loop.step, "train_time": loop.train_time, "rewards": rewards_per_step, "evals": evals,
             "final": final, "loader_state": loop.loader_state, "checkpoint_dir": checkpoint_dir}

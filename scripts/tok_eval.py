@@ -13,7 +13,7 @@ import sys
 
 import tiktoken
 
-from nanochat import cli
+from nanochat import cli, report
 from nanochat.dataset import choose_source, iter_texts
 from nanochat.tokenizer import Tokenizer, tokenizer_dir
 
@@ -88,6 +88,7 @@ def main(argv=None):
           (f", gpt4 {gpt4.n_vocab:,}" if gpt4 else ", gpt4 n/a"))
     print(header)
     print("-" * len(header))
+    summary = {}
     for label, text in texts.items():
         n_bytes = len(text.encode("utf-8"))
         counts = {n: len(enc(text)) for n, enc in encoders.items()}
@@ -95,6 +96,11 @@ def main(argv=None):
         # relative size of our encoding: +5% means ours needs 5% fewer tokens than the reference
         row += "".join(f" {(counts[n] - counts['ours']) / counts[n]:>+9.1%}" for n in names[1:])
         print(row)
+        if label in ("train data", "val data"):
+            summary[f"{label} bytes/token"] = round(n_bytes / counts["ours"], 3)
+            summary.update({f"{label} tokens saved vs {n}": round((counts[n] - counts["ours"]) / counts[n], 4)
+                            for n in names[1:]})
+    report.record("tok_eval", settings={"data": source, "max_chars": args.max_chars}, metrics=summary)
     print("b/t = UTF-8 bytes per token (higher compresses better); 'vs X' = share of tokens ours saves against X")
 
 

@@ -15,7 +15,7 @@ import os
 import sys
 import time
 
-from nanochat import cli
+from nanochat import cli, report
 from nanochat.common import UserError, peak_rss_bytes
 from nanochat.dataset import choose_source, invalid_utf8_count, iter_texts
 from nanochat.tokenizer import Tokenizer, tokenizer_dir
@@ -78,6 +78,9 @@ def main(argv=None):
     print(f"vocab {tokenizer.get_vocab_size():,} tokens; token length in bytes: mean {normal.mean():.2f}, "
           f"max {int(normal.max())}")
     print(f"saved to {os.path.join(out, 'tokenizer.pkl')} and {os.path.join(out, 'token_bytes.pt')}")
+    report.record("tok_train", settings={"data": source, "vocab_size": args.vocab_size, "max_chars": args.max_chars},
+                  seconds=seconds, metrics={"documents": counted["docs"], "characters": counted["chars"],
+                                            "mean_token_bytes": round(float(normal.mean()), 3)})
 
 
 if __name__ == "__main__":

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from conftest import tiny_gpt
-from nanochat import chat_eval
+from nanochat import chat_eval, report
 from nanochat.checkpoint_manager import load_checkpoint, save_checkpoint
 from scripts import chat_sft, mid_train
 from tasks.common import Task, TaskMixture
@@ -83,6 +83,9 @@ def test_sft_starts_from_mid_and_runs_chat_eval(tiny_stages, monkeypatch, capsys
     out = capsys.readouterr().out
     assert "start: mid step 2" in out and "chat_eval Sums " in out and "mean accuracy" in out
     assert result["chat_eval"] is not None and 0 <= result["chat_eval"] <= 1
+    records = report.load_records()             # each stage recorded itself for the run report
+    assert records["mid_train"]["metrics"]["steps"] == 2 and records["chat_sft"]["history"]["step"] == [1, 2]
+    assert records["chat_sft"]["metrics"]["chat_eval"] == result["chat_eval"]
 
 
 def test_no_training_mixture_holds_an_evaluated_split(monkeypatch):
