@@ -112,7 +112,7 @@ stage tok_eval python -m scripts.tok_eval --data "$DATA"
 # --- 4. Free the disk later stages do not need: the raw Debian/npm packages the offline text was built from ------
 if [ "$DATA" = offline ]; then
   RAW="$NANOCHAT_BASE_DIR/packages/deb $NANOCHAT_BASE_DIR/packages/npm"
-  FREED=$(du -sm $RAW 2>/dev/null | awk '{s += $1} END {print s + 0}')
+  FREED=$( (du -sm $RAW 2>/dev/null || true) | awk '{s += $1} END {print s + 0}')   # none left on a re-run
   rm -rf $RAW
   echo "=== disk: freed $FREED MB of raw text packages (the shards are built; a rebuild fetches them again) ==="
 fi
