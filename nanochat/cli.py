@@ -92,6 +92,18 @@ def add_checkpoint_args(p, default_source: str | None = None, short: str | None 
     g.add_argument("--step", type=nonneg_int, default=None, help="checkpoint step (default: the latest)")
 
 
+def add_learning_rate_args(p, init_lr_frac: float | None = None):
+    """Pretraining's learning rates; a later stage (init_lr_frac given) also gets --init-lr-frac, which scales them."""
+    g = p.add_argument_group("optimization")
+    if init_lr_frac is not None:
+        g.add_argument("--init-lr-frac", type=positive_float, default=init_lr_frac,
+                       help="learning rates as a fraction of the three below (pretraining's)")
+    g.add_argument("--matrix-lr", type=positive_float, default=0.02, help="Muon learning rate (block matrices)")
+    g.add_argument("--embedding-lr", type=positive_float, default=0.2, help="AdamW learning rate of the embedding")
+    g.add_argument("--unembedding-lr", type=positive_float, default=0.004, help="AdamW learning rate of the lm_head")
+    return g
+
+
 def add_inference_args(p, compile_default: bool):
     """How the chat engine runs the model."""
     g = p.add_argument_group("inference")

@@ -56,13 +56,7 @@ def add_chat_stage_args(p, source: str, init_lr_frac: float, compile_default: st
     g.add_argument("--time-budget", type=cli.float_or_off, default=-1,
                    help="train for this many minutes of step time; the LR schedule follows the clock; overrides the "
                         "length flags above (-1 = off)")
-    g = p.add_argument_group("optimization")
-    g.add_argument("--init-lr-frac", type=cli.positive_float, default=init_lr_frac,
-                   help="learning rates as a fraction of the three below (pretraining's)")
-    g.add_argument("--matrix-lr", type=cli.positive_float, default=0.02, help="Muon learning rate (block matrices)")
-    g.add_argument("--embedding-lr", type=cli.positive_float, default=0.2, help="AdamW learning rate of the embedding")
-    g.add_argument("--unembedding-lr", type=cli.positive_float, default=0.004,
-                   help="AdamW learning rate of the lm_head")
+    cli.add_learning_rate_args(p, init_lr_frac)
     g = p.add_argument_group("evaluation, logging, saving")
     g.add_argument("--eval-every", type=cli.int_or_off, default=eval_every,
                    help="val bpb every N steps (and at the end; -1 = end only)")
@@ -77,6 +71,8 @@ def add_chat_stage_args(p, source: str, init_lr_frac: float, compile_default: st
                    help="print greedy replies every N steps (-1 = end only)")
     g.add_argument("--save-every", type=cli.int_or_off, default=-1, help="checkpoint every N steps (-1 = end only)")
     g.add_argument("--resume", default="", help="resume this stage from 'latest' or a step number")
+    g.add_argument("--mixture-scale", type=cli.positive_float, default=1.0,
+                   help="multiply every source's number of examples (capped by what a source has)")
     g.add_argument("--run", default="dummy", help="wandb run name ('dummy' = no wandb)")
     g = p.add_argument_group("system")
     g.add_argument("--compile", default=compile_default, choices=["auto", "on", "off"],

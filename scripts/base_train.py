@@ -62,9 +62,7 @@ def parse_args(argv=None):
                    help="train for this many minutes of step time (evals excluded); the LR schedule follows the "
                         "clock; overrides the length flags above (-1 = off)")
     # optimization
-    p.add_argument("--matrix-lr", type=cli.positive_float, default=0.02, help="Muon learning rate (block matrices)")
-    p.add_argument("--embedding-lr", type=cli.positive_float, default=0.2, help="AdamW learning rate of the embedding")
-    p.add_argument("--unembedding-lr", type=cli.positive_float, default=0.004, help="AdamW learning rate of the lm_head")
+    cli.add_learning_rate_args(p)
     p.add_argument("--warmup-ratio", type=cli.nonneg_float, default=0.0, help="share of the run with linear LR warmup")
     p.add_argument("--warmdown-ratio", type=cli.nonneg_float, default=0.2,
                    help="share of the run with linear LR decay to 0")

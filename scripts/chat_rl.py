@@ -74,12 +74,7 @@ def parse_args(argv=None):
     p.add_argument("--gsm8k", choices=["auto", "on", "off"], default="auto",
                    help="mix GSM8K's train split into the training questions: auto = when the hub answers, on = "
                         "required, off = arithmetic only")
-    # optimization
-    p.add_argument("--init-lr-frac", type=cli.positive_float, default=0.05,
-                   help="learning rates = this fraction of the base LRs below, decayed linearly to 0 over the run")
-    p.add_argument("--matrix-lr", type=cli.positive_float, default=0.02, help="Muon base learning rate")
-    p.add_argument("--embedding-lr", type=cli.positive_float, default=0.2, help="AdamW base LR of the embedding")
-    p.add_argument("--unembedding-lr", type=cli.positive_float, default=0.004, help="AdamW base LR of the lm_head")
+    cli.add_learning_rate_args(p, init_lr_frac=0.05)
     # evaluation, saving
     p.add_argument("--eval-every", type=cli.int_or_off, default=50,
                    help="held-out pass@1/pass@k at step 0, every N steps and at the end (-1 = at the end only)")

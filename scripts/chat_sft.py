@@ -39,8 +39,6 @@ def parse_args(argv=None):
                         chat_eval_every=200)
     p.add_argument("--examples-per-step", type=cli.positive_int, default=16,
                    help="conversations per optimizer step: a multiple of device batch (gradient accumulation)")
-    p.add_argument("--mixture-scale", type=cli.positive_float, default=1.0,
-                   help="multiply every source's number of examples (capped by what a source has)")
     return p.parse_args(argv)
 
 

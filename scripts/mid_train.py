@@ -41,8 +41,6 @@ def parse_args(argv=None):
                    help="tokens per optimizer step: a multiple of device batch x max seq len (gradient accumulation)")
     p.add_argument("--warmdown-ratio", type=cli.nonneg_float, default=0.2,
                    help="share of the run with linear LR decay to 0 (constant before)")
-    p.add_argument("--mixture-scale", type=cli.positive_float, default=1.0,
-                   help="multiply every source's number of examples (capped by what a source has)")
     return p.parse_args(argv)
 
 

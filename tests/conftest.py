@@ -79,6 +79,17 @@ def byte_tok() -> Tokenizer:
 
 
 @pytest.fixture
+def one_thread(monkeypatch):
+    """One torch thread: tiny models run faster without a fork/join per op, and do not stall when other work
+    holds a core. Use with pytestmark = pytest.mark.usefixtures("one_thread")."""
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture
 def base_dir(tmp_path, monkeypatch):
     """NANOCHAT_BASE_DIR = tmp_path/base with a byte tokenizer in it, tmp_path/corpus.txt beside it; fp32 and one
     thread so that results do not depend on the CPU's bf16 support or on a busy neighbour."""

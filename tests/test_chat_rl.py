@@ -22,14 +22,7 @@ from scripts import chat_rl
 from tasks.common import Task, TaskMixture
 
 
-@pytest.fixture(autouse=True)
-def one_thread(monkeypatch):
-    """Tiny models run faster on one thread, and do not stall when other work holds a core."""
-    monkeypatch.setenv("OMP_NUM_THREADS", "1")
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")   # conftest.py
 
 
 # -----------------------------------------------------------------------------

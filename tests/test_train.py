@@ -31,14 +31,7 @@ TINY = ["--depth", "2", "--head-dim", "64", "--max-seq-len", "64", "--device-bat
         "--eval-tokens", "1024", "--compile", "off"]
 
 
-@pytest.fixture(autouse=True)
-def one_thread(monkeypatch):
-    """Tiny models run faster on one thread (no fork/join per op), and do not stall when other work holds a core."""
-    monkeypatch.setenv("OMP_NUM_THREADS", "1")
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")   # conftest.py
 
 
 @pytest.mark.slow
