@@ -3,7 +3,7 @@ Conversations -> (inputs, targets) batches for the chat stages, resumable exactl
 
     data = ChatData(tokenizer, mixture, T=512, supervise="all")        # renders every conversation once
     batches = data.batches(B=8, packed=True, resume_state=state)      # yields (inputs, targets, state) forever
-    data.steps_per_epoch(B=8, packed=True)                             # optimizer steps of one pass
+    rows = data.plan(epoch=0, packed=True)                             # one pass: lists of conversation indices
 
 Two layouts:
 - packed (mid_train): rows of T+1 tokens like pretraining. Each row starts at a conversation's <|bos|>; the row is
@@ -84,9 +84,6 @@ class ChatData:
             self._plans = {key: pack_rows(order, self.lengths, self.row_len, window) if packed
                            else [[i] for i in order]}                 # keep one epoch's plan, not all of them
         return self._plans[key]
-
-    def steps_per_epoch(self, B: int, packed: bool, world_size: int = 1) -> int:
-        return max(1, len(self.plan(0, packed)) // (B * world_size))
 
     # -------------------------------------------------------------------------
     # Batches

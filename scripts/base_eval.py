@@ -107,7 +107,7 @@ def main(argv=None):
     data = to_json(results)
     atomic_write(path, lambda f: f.write(data))
     print0(f"wrote {path}")
-    report.record("base_eval", settings={k: v for k, v in vars(args).items()}, seconds=time.time() - t_start,
+    report.record("base_eval", settings=vars(args), seconds=time.time() - t_start,
                   metrics={"CORE": {"value": results["core"], "stderr": results["core_stderr"]},
                            "tasks": f"{results['present']} of {results['total']}"}, text=format_table(results))
     return results

@@ -50,7 +50,7 @@ def main(argv=None):
             out = list(model.generate(ids, max_tokens=args.max_new_tokens, temperature=0))
         samples.append(f"{prompt!r} -> {tokenizer.decode(out)!r}")
         print0(samples[-1])
-    report.record("base_loss", settings={k: v for k, v in vars(args).items()}, seconds=time.time() - t_start,
+    report.record("base_loss", settings=vars(args), seconds=time.time() - t_start,
                   metrics={f"{split}_bpb": value for split, value in results.items()}, text="\n".join(samples))
     compute_cleanup()
     return results

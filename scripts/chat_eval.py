@@ -71,7 +71,7 @@ def main(argv=None) -> dict:
     metrics = {name: {"value": r["accuracy"], "stderr": r["stderr"]} for name, r in report_data["tasks"].items()}
     if results["chatcore"]:
         metrics["ChatCORE"] = {"value": results["chatcore"]["value"], "stderr": results["chatcore"]["stderr"]}
-    report.record(f"chat_eval_{source}", settings={k: v for k, v in vars(args).items()}, metrics=metrics,
+    report.record(f"chat_eval_{source}", settings=vars(args), metrics=metrics,
                   seconds=time.time() - t_start, text=model_name)
     return results
 
