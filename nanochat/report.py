@@ -7,6 +7,7 @@ The run report: each stage records what it did with one call, and `generate` tur
                            "val_bpb": [...]})
 
     python -m nanochat.report reset                 # start a new report: removes the records
+    python -m nanochat.report reset --from mid_train  # drop mid_train's record and those of every later stage
     python -m nanochat.report generate --price 0.10 # <base>/report/report.md + plots, cost at $0.10 per hour
 
 A record is <base>/report/records/<stage>.json, written atomically; recording a stage again replaces its record,
@@ -76,9 +77,19 @@ def load_records() -> dict[str, dict]:
     return records
 
 
-def reset():
-    """Remove the records (and the last report's plots): the next run starts a new report."""
-    shutil.rmtree(report_dir(), ignore_errors=True)
+def reset(from_stage: str | None = None):
+    """Remove the records (and the last report's plots): the next run starts a new report. With from_stage, remove
+    only the records of that stage and of every stage after it in STAGES (they depend on its outputs: a re-run of it
+    makes them stale); the earlier stages' records stay."""
+    if from_stage is None:
+        shutil.rmtree(report_dir(), ignore_errors=True)
+    else:
+        later = STAGES[STAGES.index(from_stage):] if from_stage in STAGES else [from_stage]
+        for stage in later:
+            try:
+                os.remove(os.path.join(_records_dir(), f"{stage}.json"))
+            except FileNotFoundError:
+                pass
     os.makedirs(_records_dir(), exist_ok=True)
 
 
@@ -234,10 +245,13 @@ def main(argv=None):
     p = argparse.ArgumentParser(description="Reset or generate the nanochat run report")
     p.add_argument("command", choices=["reset", "generate"])
     p.add_argument("--price", type=float, default=0.0, help="hourly price of the machine, for the cost line")
+    p.add_argument("--from", dest="from_stage", default=None,
+                   help="reset: remove only this stage's record and those of the stages after it")
     args = p.parse_args(argv)
     if args.command == "reset":
-        reset()
-        print(f"report reset: {_records_dir()} is empty")
+        reset(args.from_stage)
+        print(f"report reset: {_records_dir()} is empty" if args.from_stage is None else
+              f"report reset from {args.from_stage} on: the records of the earlier stages stay")
     else:
         print(f"report written to {generate(args.price)}")
 

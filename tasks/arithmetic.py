@@ -1,7 +1,9 @@
 """
 Arithmetic word problems with calculator tool calls: generated, seeded stand-in for GSM8K training data
 (which no registry package carries) and the reward source for RL. Solutions are written like GSM8K's, with
-calculator steps <<3*12=36>> that become python / python_output parts, and end with "#### N".
+calculator steps <<3*12=36>> that become python / python_output parts, and end with "#### N". Thirteen
+templates: six two-step ones, and seven with three or four steps, an irrelevant number, a division, or an order
+that runs backwards from the question's (what keeps a small model's score off the ceiling, so RL has room).
 
 Train and test never share a question: a question belongs to the test split when the CRC32 of its text is 0 mod
 10, else to train (the parameter ranges are small, so separate random streams alone would repeat ~8% of test
@@ -78,7 +80,93 @@ def _temperature(rng):
     return q, s, a + b - c
 
 
-TEMPLATES = [_packs, _wages, _shopping, _farm, _reading, _temperature]
+# Harder problems: three or four steps, an irrelevant number, division, or an order that is not the question's.
+# A depth-4 model after SFT gets the two-step templates above right almost always; these leave RL room to learn.
+
+def _sharing(rng):
+    n, item = rng.choice(NAMES), rng.choice(ITEMS)
+    kids, each = rng.randint(2, 6), rng.randint(2, 12)
+    a, b = rng.randint(2, 9), rng.randint(3, 20)
+    while a * b <= kids * each:
+        a, b = a + 1, b + 2
+    c = a * b - kids * each
+    q = f"{n} has {a} boxes of {item} with {b} in each box. {n} keeps {c} and shares the rest equally among " \
+        f"{kids} friends. How many {item} does each friend get?"
+    s = f"{n} has {a} * {b} = <<{a}*{b}={a * b}>>{a * b} {item}.\nAfter keeping {c}, {a * b} - {c} = " \
+        f"<<{a * b}-{c}={kids * each}>>{kids * each} are shared.\nEach friend gets {kids * each} / {kids} = " \
+        f"<<{kids * each}/{kids}={each}>>{each} {item}."
+    return q, s, each
+
+
+def _change(rng):
+    n = rng.choice(NAMES)
+    x, p, y, r = rng.randint(2, 6), rng.randint(2, 9), rng.randint(2, 6), rng.randint(1, 7)
+    cost = x * p + y * r
+    bill = next(v for v in (20, 50, 100) if v > cost)
+    q = f"{n} buys {x} notebooks at ${p} each and {y} pens at ${r} each, and pays with a ${bill} bill. " \
+        f"How much change does {n} get?"
+    s = f"The notebooks cost {x} * {p} = $<<{x}*{p}={x * p}>>{x * p}.\nThe pens cost {y} * {r} = " \
+        f"$<<{y}*{r}={y * r}>>{y * r}.\nTogether that is {x * p} + {y * r} = $<<{x * p}+{y * r}={cost}>>{cost}.\n" \
+        f"The change is {bill} - {cost} = $<<{bill}-{cost}={bill - cost}>>{bill - cost}."
+    return q, s, bill - cost
+
+
+def _trip(rng):
+    a, b, c, d = rng.randint(30, 90), rng.randint(2, 5), rng.randint(10, 60), rng.randint(2, 6)
+    q = f"A bus drives at {a} km per hour for {b} hours, then at {c} km per hour for {d} hours. " \
+        f"How many km does it drive in all?"
+    s = f"First it drives {a} * {b} = <<{a}*{b}={a * b}>>{a * b} km.\nThen {c} * {d} = <<{c}*{d}={c * d}>>{c * d} " \
+        f"km.\nIn all {a * b} + {c * d} = <<{a * b}+{c * d}={a * b + c * d}>>{a * b + c * d} km."
+    return q, s, a * b + c * d
+
+
+def _distractor(rng):
+    n, item = rng.choice(NAMES), rng.choice(ITEMS)
+    age, a, b, c = rng.randint(6, 14), rng.randint(2, 9), rng.randint(3, 15), rng.randint(2, 40)
+    q = f"{n} is {age} years old and has {a} bags of {item} with {b} {item} in each bag. {n}'s brother has " \
+        f"{c} {item}. How many {item} do they have together?"
+    s = f"{n} has {a} * {b} = <<{a}*{b}={a * b}>>{a * b} {item}.\nTogether they have {a * b} + {c} = " \
+        f"<<{a * b}+{c}={a * b + c}>>{a * b + c} {item}."
+    return q, s, a * b + c
+
+
+def _before(rng):
+    n, item = rng.choice(NAMES), rng.choice(ITEMS)
+    start, c, d = rng.randint(10, 80), rng.randint(2, 30), rng.randint(2, 30)
+    while d > start + c:
+        d //= 2
+    end = start + c - d
+    q = f"{n} bought {c} {item} and then gave {d} to a friend. Now {n} has {end} {item}. How many {item} did " \
+        f"{n} have at first?"
+    s = f"Before giving {d} away, {n} had {end} + {d} = <<{end}+{d}={end + d}>>{end + d} {item}.\nBefore buying " \
+        f"{c}, {n} had {end + d} - {c} = <<{end + d}-{c}={start}>>{start} {item}."
+    return q, s, start
+
+
+def _half(rng):
+    n, item = rng.choice(NAMES), rng.choice(ITEMS)
+    a, b = 2 * rng.randint(5, 50), rng.randint(2, 30)
+    q = f"{n} had {a} {item} and gave half of them to a cousin. Then {n} found {b} more. How many {item} does " \
+        f"{n} have now?"
+    s = f"Half of {a} is {a} / 2 = <<{a}/2={a // 2}>>{a // 2}, so {n} kept {a // 2}.\nAfter finding {b} more: " \
+        f"{a // 2} + {b} = <<{a // 2}+{b}={a // 2 + b}>>{a // 2 + b} {item}."
+    return q, s, a // 2 + b
+
+
+def _savings(rng):
+    n = rng.choice(NAMES)
+    a, b, c = rng.randint(3, 20), rng.randint(2, 10), rng.randint(5, 50)
+    d = rng.randint(5, a * b + c - 1)
+    q = f"{n} already has ${c} and saves ${a} every week for {b} weeks. Then {n} buys a game for ${d}. " \
+        f"How many dollars does {n} have left?"
+    s = f"{n} saves {a} * {b} = $<<{a}*{b}={a * b}>>{a * b}.\nWith what {n} had: {a * b} + {c} = " \
+        f"$<<{a * b}+{c}={a * b + c}>>{a * b + c}.\nAfter the game: {a * b + c} - {d} = " \
+        f"$<<{a * b + c}-{d}={a * b + c - d}>>{a * b + c - d}."
+    return q, s, a * b + c - d
+
+
+TEMPLATES = [_packs, _wages, _shopping, _farm, _reading, _temperature,
+             _sharing, _change, _trip, _distractor, _before, _half, _savings]
 
 
 def split_of(question: str) -> str:

@@ -46,3 +46,12 @@ def test_reset_starts_a_new_report(base_dir):
     report.reset()
     text = open(report.generate()).read()
     assert "## tok_train\n\nmissing" in text and "Total wall time of the recorded stages: 0.0 min." in text
+
+
+def test_reset_from_a_stage_drops_it_and_every_later_stage(base_dir):
+    for stage in ("tok_train", "base_train", "base_eval", "chat_sft", "chat_eval_rl"):
+        report.record(stage, metrics={"x": 1.0}, seconds=1)
+    report.reset("base_train")     # base_train re-runs: what came after it is stale, what came before is not
+    assert sorted(report.load_records()) == ["tok_train"]
+    report.reset("sample")         # not a recording stage: nothing else goes
+    assert sorted(report.load_records()) == ["tok_train"]

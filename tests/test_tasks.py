@@ -338,8 +338,12 @@ def test_identity_conversations():
 
 
 def _calc(expr: str) -> int:
-    """A tiny reference calculator for + - * on integers."""
-    ops = {ast.Add: operator.add, ast.Sub: operator.sub, ast.Mult: operator.mul}
+    """A tiny reference calculator for + - * and exact / on integers."""
+    def exact_div(a, b):
+        assert a % b == 0, f"{a}/{b} is not a whole number"
+        return a // b
+
+    ops = {ast.Add: operator.add, ast.Sub: operator.sub, ast.Mult: operator.mul, ast.Div: exact_div}
 
     def ev(node):
         if isinstance(node, ast.BinOp):
