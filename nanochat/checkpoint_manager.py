@@ -102,6 +102,9 @@ def build_model_from(model_data: dict, meta_data: dict, device, source_file: str
     except (KeyError, TypeError, ValueError) as e:
         raise UserError(f"{source_file}: meta has no valid model_config ({e})") from None
     model = build_model(config, device)
+    if meta_data.get("weights") == "int8":            # a shipped int8 checkpoint (scripts/make_space.py)
+        from nanochat.quantize import dequantize_state_dict
+        model_data = dequantize_state_dict(model_data)
     model_data = {k.removeprefix("_orig_mod."): v for k, v in model_data.items()}   # saved from a compiled model
     expected = model.state_dict()
     missing = sorted(set(expected) - set(model_data))

@@ -6,6 +6,11 @@ README.md ("Inference speed on a CPU") says when it pays. Nothing here is run di
     from nanochat.quantize import quantize_int8
     quantize_int8(model, torch.bfloat16)     # in place; for inference only
 load_engine (nanochat/engine.py) applies it for `--quantize int8` (and `auto` on CPUs with native bf16).
+
+Int8 is also a storage format, for small checkpoints to ship (scripts/make_space.py): int8_state_dict keeps every
+Linear weight as int8 rows with one fp32 scale each (a quarter of their fp32 bytes; the embedding stays fp32);
+load_model reads such a checkpoint back (dequantize_state_dict) into fp32 weights, which --quantize int8 turns into
+the very same int8 values again, so the shipped model computes exactly what the quantized original did.
 """
 
 import torch
@@ -51,3 +56,35 @@ def quantize_int8(model, act_dtype: torch.dtype = torch.bfloat16):
         if buf.is_floating_point() and not name.endswith("scale"):
             buf.data = buf.data.to(act_dtype)
     return model
+
+
+INT8_SUFFIX, SCALE_SUFFIX = ".int8", ".int8_scale"
+
+
+def int8_state_dict(model) -> dict:
+    """The model's state dict for storage: the weight of every nn.Linear (what quantize_int8 quantizes) becomes
+    `name.int8` (int8, one row per output) and `name.int8_scale` (fp32, max |row| / 127); the rest (the embedding,
+    norms) stays as it is."""
+    linear = {f"{name}.weight" for name, m in model.named_modules() if isinstance(m, torch.nn.Linear)}
+    out = {}
+    for name, t in model.state_dict().items():
+        if name in linear:
+            w = t.detach().float()
+            scale = w.abs().amax(dim=1).clamp(min=1e-12) / 127.0
+            out[name + INT8_SUFFIX] = torch.round(w / scale[:, None]).clamp(-127, 127).to(torch.int8)
+            out[name + SCALE_SUFFIX] = scale
+        else:
+            out[name] = t
+    return out
+
+
+def dequantize_state_dict(state: dict) -> dict:
+    """The inverse of int8_state_dict, in fp32 (weights rounded to their int8 grid)."""
+    out = {}
+    for name, t in state.items():
+        if name.endswith(INT8_SUFFIX):
+            base = name.removesuffix(INT8_SUFFIX)
+            out[base] = t.float() * state[base + SCALE_SUFFIX][:, None]
+        elif not name.endswith(SCALE_SUFFIX):
+            out[name] = t
+    return out

@@ -14,8 +14,10 @@ Endpoints:
 
 Every limit below is enforced with a 4xx JSON error {"error": {"message", "type", "param"}} that names the problem.
 Requests beyond the workers wait in a bounded queue; when it is full (or the wait is too long) the answer is
-503 with Retry-After. A client that disconnects stops its generation and frees its worker. Beyond MAX_CONNECTIONS
-open connections uvicorn itself answers a plain-text 503. The page is served with a strict Content-Security-Policy.
+503 with Retry-After; a client address with PER_CLIENT replies already under way gets 429 (behind a reverse proxy,
+--trust-proxy takes that address from X-Forwarded-For). A client that disconnects stops its generation and frees its
+worker. Beyond MAX_CONNECTIONS open connections uvicorn itself answers a plain-text 503. The page is served with a
+strict Content-Security-Policy.
 """
 
 import asyncio
@@ -54,6 +56,7 @@ DEFAULT_MAX_TOKENS = 512
 DEFAULT_TEMPERATURE = 0.8
 DEFAULT_TOP_K = 50
 QUEUE_SIZE = 16                    # requests allowed to wait for a worker; more -> 503
+PER_CLIENT = 4                     # 429: replies one client address may have generating or waiting at once
 QUEUE_TIMEOUT_S = 30.0             # longest wait for a worker before 503
 RETRY_AFTER_S = 5                  # the Retry-After header of a 503
 MAX_CONNECTIONS = 256              # open connections (slow senders included); uvicorn answers plain 503 beyond
@@ -245,20 +248,28 @@ class Busy(Exception):
     pass
 
 
+class TooManyFromClient(Exception):
+    pass
+
+
 class WorkerPool:
     """num_workers generation slots, each run on its own thread; at most queue_size requests wait for a slot.
 
     All workers share one Engine: its weights are read-only and every request gets its own KV cache.
     """
 
-    def __init__(self, engine: Engine, num_workers: int, queue_size: int, queue_timeout: float):
+    def __init__(self, engine: Engine, num_workers: int, queue_size: int, queue_timeout: float,
+                 per_client: int = PER_CLIENT):
         self.engine = engine
         self.num_workers, self.queue_size, self.queue_timeout = num_workers, queue_size, queue_timeout
+        self.per_client = per_client
+        self.in_flight: dict[str, int] = {}   # client address -> replies generating or waiting (event loop only)
         self.executor = ThreadPoolExecutor(max_workers=num_workers, thread_name_prefix="chat-worker")
         self.free = None            # asyncio.Queue of worker ids, created on the server's event loop
         self.waiting = 0
         self.lock = threading.Lock()
-        self.stats = {"requests": 0, "completed": 0, "cancelled": 0, "rejected_busy": 0, "tokens_served": 0}
+        self.stats = {"requests": 0, "completed": 0, "cancelled": 0, "rejected_busy": 0, "rejected_client": 0,
+                      "tokens_served": 0}
         self.started = time.time()
 
     def _ensure_queue(self):
@@ -267,21 +278,36 @@ class WorkerPool:
             for i in range(self.num_workers):
                 self.free.put_nowait(i)
 
-    async def acquire(self) -> int:
+    async def acquire(self, client: str) -> int:
+        """A free worker for one reply of `client` (its address): TooManyFromClient if that client already has
+        per_client replies under way, so one user cannot take every worker and queue place of a shared server."""
         self._ensure_queue()
+        if self.in_flight.get(client, 0) >= self.per_client:
+            self.stats["rejected_client"] += 1
+            raise TooManyFromClient(f"{self.per_client} replies for your address are already generating or waiting")
         if self.free.empty() and self.waiting >= self.queue_size:
             self.stats["rejected_busy"] += 1
             raise Busy(f"all {self.num_workers} workers are busy and {self.waiting} requests are waiting")
+        self.in_flight[client] = self.in_flight.get(client, 0) + 1
         self.waiting += 1
         try:
             return await asyncio.wait_for(self.free.get(), self.queue_timeout)
-        except asyncio.TimeoutError:
-            self.stats["rejected_busy"] += 1
-            raise Busy(f"no worker became free within {self.queue_timeout:.0f} s") from None
+        except BaseException as e:   # timed out or cancelled while waiting: the reply never starts
+            self._forget(client)
+            if isinstance(e, asyncio.TimeoutError):
+                self.stats["rejected_busy"] += 1
+                raise Busy(f"no worker became free within {self.queue_timeout:.0f} s") from None
+            raise
         finally:
             self.waiting -= 1
 
-    def release(self, worker: int):
+    def _forget(self, client: str):
+        self.in_flight[client] -= 1
+        if not self.in_flight[client]:
+            del self.in_flight[client]
+
+    def release(self, worker: int, client: str):
+        self._forget(client)
         self.free.put_nowait(worker)
 
     def snapshot(self) -> dict:
@@ -290,7 +316,7 @@ class WorkerPool:
         return {"workers": self.num_workers, "busy": busy, "idle": self.num_workers - busy, "queued": self.waiting,
                 "queue_size": self.queue_size, "uptime_s": round(time.time() - self.started, 1), **self.stats}
 
-    def run(self, worker: int, prompt: list[int], params: dict):
+    def run(self, worker: int, client: str, prompt: list[int], params: dict):
         """Start a reply on a worker thread now; return an async iterator over ("text", piece) events, then one
         ("end", reply) or ("error", message).
 
@@ -326,7 +352,7 @@ class WorkerPool:
             put(event)
 
         future = loop.run_in_executor(self.executor, produce)
-        future.add_done_callback(lambda _: self.release(worker))
+        future.add_done_callback(lambda _: self.release(worker, client))
 
         async def iterate():
             try:
@@ -344,26 +370,37 @@ class WorkerPool:
 # The app
 
 def create_app(engine: Engine, num_workers: int = 1, model_name: str = "nanochat", queue_size: int = QUEUE_SIZE,
-               queue_timeout: float = QUEUE_TIMEOUT_S) -> FastAPI:
-    """The server around an Engine; tests pass a tiny in-memory model, main() one loaded from a checkpoint."""
-    pool = WorkerPool(engine, num_workers, queue_size, queue_timeout)
+               queue_timeout: float = QUEUE_TIMEOUT_S, per_client: int = PER_CLIENT,
+               trust_proxy: bool = False) -> FastAPI:
+    """The server around an Engine; tests pass a tiny in-memory model, main() one loaded from a checkpoint.
+    trust_proxy: take the client's address (for the per-client limit) from the X-Forwarded-For header, as set by a
+    reverse proxy such as a Hugging Face Space's; never do this on a server clients reach directly, where anyone
+    could send the header and pose as another address."""
+    pool = WorkerPool(engine, num_workers, queue_size, queue_timeout, per_client)
     app = FastAPI(title="nanochat-cpu chat server", version="1.0",
                   description="nanochat's streaming chat API and an OpenAI-compatible chat API")
     app.add_exception_handler(RequestValidationError, on_validation_error)
     app.add_exception_handler(StarletteHTTPException, on_http_error)
     app.add_middleware(BodySizeLimit, max_bytes=MAX_BODY_BYTES)
+    if trust_proxy:
+        from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
+        app.add_middleware(ProxyHeadersMiddleware, trusted_hosts="*")
     app.state.pool = pool
 
-    async def start(conversation, max_tokens, params):
-        """Acquire a worker (503 if none) and return the event iterator."""
+    async def start(conversation, max_tokens, params, request: Request):
+        """Acquire a worker (Busy -> 503, TooManyFromClient -> 429) and return the event iterator."""
         prompt, max_tokens, _ = engine.fit_prompt(conversation, max_tokens)   # oldest turns dropped to fit
-        worker = await pool.acquire()
+        client = request.client.host if request.client else "unknown"
+        worker = await pool.acquire(client)
         params = dict(params, max_tokens=max_tokens)
         if params.get("seed") is None:
             params["seed"] = random.randrange(2**63)   # a fresh answer each time unless a seed is given
-        return len(prompt), pool.run(worker, prompt, params)
+        return len(prompt), pool.run(worker, client, prompt, params)
 
-    def busy_response(e: Busy):
+    def busy_response(e: Exception):
+        if isinstance(e, TooManyFromClient):
+            return error_response(429, f"too many requests: {e}; wait for one to finish",
+                                  headers={"Retry-After": str(RETRY_AFTER_S)})
         return error_response(503, f"server busy: {e}; retry later", headers={"Retry-After": str(RETRY_AFTER_S)})
 
     async def watch_disconnect(request: Request, task: asyncio.Task):
@@ -395,12 +432,12 @@ def create_app(engine: Engine, num_workers: int = 1, model_name: str = "nanochat
     async def stats():
         return pool.snapshot()
 
-    @app.post("/chat/completions", responses={400: {}, 413: {}, 503: {}})
-    async def chat(req: ChatRequest):
+    @app.post("/chat/completions", responses={400: {}, 413: {}, 429: {}, 503: {}})
+    async def chat(req: ChatRequest, request: Request):
         params = {"temperature": req.temperature, "top_k": req.top_k, "seed": req.seed}
         try:
-            _, events = await start(req._conversation, req.max_tokens, params)
-        except Busy as e:
+            _, events = await start(req._conversation, req.max_tokens, params, request)
+        except (Busy, TooManyFromClient) as e:
             return busy_response(e)
 
         async def stream():
@@ -422,14 +459,14 @@ def create_app(engine: Engine, num_workers: int = 1, model_name: str = "nanochat
         return {"object": "list", "data": [{"id": model_name, "object": "model", "created": int(pool.started),
                                             "owned_by": "nanochat-cpu"}]}
 
-    @app.post("/v1/chat/completions", responses={400: {}, 413: {}, 503: {}})
+    @app.post("/v1/chat/completions", responses={400: {}, 413: {}, 429: {}, 503: {}})
     async def openai_chat(req: OpenAIChatRequest, request: Request):
         max_tokens = req.max_completion_tokens or req.max_tokens or DEFAULT_MAX_TOKENS
         temperature = 1.0 if req.temperature is None else req.temperature
         params = {"temperature": temperature, "top_k": req.top_k, "top_p": req.top_p, "seed": req.seed}
         try:
-            n_prompt, events = await start(req._conversation, max_tokens, params)
-        except Busy as e:
+            n_prompt, events = await start(req._conversation, max_tokens, params, request)
+        except (Busy, TooManyFromClient) as e:
             return busy_response(e)
         completion_id, created = f"chatcmpl-{uuid.uuid4().hex}", int(time.time())
         base = {"id": completion_id, "created": created, "model": model_name}
@@ -502,7 +539,9 @@ def server_config(app: FastAPI, **kwargs):
     """uvicorn's settings with the connection limits (used by main and by the tests' live servers). A client that
     sends its body slowly holds a connection, not a worker; MAX_CONNECTIONS bounds how many it can hold."""
     import uvicorn
-    return uvicorn.Config(app, limit_concurrency=MAX_CONNECTIONS, **kwargs)
+    # proxy_headers off: uvicorn would otherwise trust X-Forwarded-For from 127.0.0.1; create_app(trust_proxy=)
+    # is the one place that decides
+    return uvicorn.Config(app, limit_concurrency=MAX_CONNECTIONS, proxy_headers=False, **kwargs)
 
 
 def main(argv=None):
@@ -512,6 +551,11 @@ def main(argv=None):
     parser.add_argument("--num-workers", type=cli.positive_int, default=1, help="replies generated at the same time")
     parser.add_argument("--queue-size", type=cli.nonneg_int, default=QUEUE_SIZE,
                         help="requests that may wait for a worker")
+    parser.add_argument("--per-client", type=cli.positive_int, default=PER_CLIENT,
+                        help="replies one client address may have generating or waiting at once (more -> 429)")
+    parser.add_argument("--trust-proxy", action="store_true",
+                        help="behind a reverse proxy (e.g. a Hugging Face Space): the client address of the "
+                             "per-client limit comes from X-Forwarded-For; never set it on a directly reachable server")
     cli.add_checkpoint_args(parser)
     cli.add_inference_args(parser, compile_default=True)
     cli.add_system_args(parser)
@@ -531,7 +575,7 @@ def main(argv=None):
             engine.decode_model = engine.model
             name = name.replace(", compiled", "")
     app = create_app(engine, args.num_workers, model_name=name.split(",")[0].replace(" ", "-"),
-                     queue_size=args.queue_size)
+                     queue_size=args.queue_size, per_client=args.per_client, trust_proxy=args.trust_proxy)
     logger.info("serving %s with %d worker(s) on http://%s:%d", name, args.num_workers, args.host, args.port)
     uvicorn.Server(server_config(app, host=args.host, port=args.port, log_level="info")).run()
 

@@ -283,7 +283,7 @@ def test_official_openai_client(server):
 @pytest.mark.slow
 def test_16_concurrent_streams_on_2_workers_complete_or_get_503():
     live = LiveServer(Engine(SlowModel(tiny_model(), 0.002), TOKENIZER), num_workers=2, queue_size=6,
-                      queue_timeout=20)
+                      queue_timeout=20, per_client=16)   # all 16 come from 127.0.0.1
     try:
         def one(i):
             with httpx.stream("POST", live.url + "/chat/completions", json=chat_body(f"q{i}", max_tokens=40),
@@ -301,6 +301,32 @@ def test_16_concurrent_streams_on_2_workers_complete_or_get_503():
         assert results.count("ok") >= 8 and set(results) <= {"ok", "503"}    # 2 running + 6 queued at least
         stats = live.wait_idle()
         assert stats["rejected_busy"] == results.count("503")
+    finally:
+        live.stop()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("trust_proxy", [True, False])
+def test_per_client_limit_and_forwarded_addresses(trust_proxy):
+    """One reply per client address at a time: a second gets 429. Behind a trusted proxy the address is the
+    X-Forwarded-For one, so another user passes; untrusted, the header is ignored (anyone could forge it)."""
+    live = LiveServer(Engine(SlowModel(tiny_model(seq_len=1024), 0.01, never_stop=True), TOKENIZER), num_workers=2,
+                      queue_size=4, per_client=1, trust_proxy=trust_proxy)
+    alice, bob = {"X-Forwarded-For": "203.0.113.7"}, {"X-Forwarded-For": "198.51.100.2, 10.0.0.1"}
+    try:
+        with httpx.stream("POST", live.url + "/chat/completions", json=chat_body(max_tokens=900), headers=alice,
+                          timeout=30) as r:
+            lines = r.iter_lines()                                          # (kept: dropping it closes r)
+            assert next(lines).startswith("data: ")                         # alice's reply is generating
+            again = httpx.post(live.url + "/v1/chat/completions", json=chat_body(max_tokens=2), headers=alice)
+            assert again.status_code == 429 and int(again.headers["retry-after"]) > 0
+            assert "your address" in again.json()["error"]["message"]
+            other = httpx.post(live.url + "/v1/chat/completions", json=chat_body(max_tokens=2), headers=bob)
+            assert other.status_code == (200 if trust_proxy else 429)
+        live.wait_idle(timeout=5)
+        after = httpx.post(live.url + "/v1/chat/completions", json=chat_body(max_tokens=2), headers=alice)
+        assert after.status_code == 200                                     # alice's slot came back
+        assert live.stats()["rejected_client"] == (1 if trust_proxy else 2)
     finally:
         live.stop()
 
