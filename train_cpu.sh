@@ -14,7 +14,8 @@
 #   BASE_MINUTES=30  --full: minutes of pretraining steps (compiled; 2-7k tokens/s on 2 cores: ~4-12M tokens)
 #   MID_MINUTES=10 SFT_MINUTES=6 RL_MINUTES=5  --full: minutes of mid-training, SFT and RL steps (time budgets,
 #                    so --full takes about an hour on any 2-core host; the LR schedules follow the clock)
-#   CORE_ITEMS=200   CORE items per task (a fixed seeded subset: ~2 minutes at depth 4, standard error <= 0.012)
+#   CORE_ITEMS=100   CORE items per task, 200 with --full (a fixed seeded subset; at depth 4 200 items take 2-7
+#                    minutes on 2 cores, standard error <= 0.012; 100 keep the short run under 10 minutes)
 #   CHAT_PROBLEMS=100  --full: chat_eval problems per task
 #   DATA=auto        pretraining text: hub (FineWeb-EDU) if reachable, else offline (registry packages), or a path
 #   NUM_SHARDS=16    hub shards to download when DATA is the hub (~250M characters each)
@@ -42,7 +43,7 @@ BASE_MINUTES=${BASE_MINUTES:-30}
 MID_MINUTES=${MID_MINUTES:-10}
 SFT_MINUTES=${SFT_MINUTES:-6}
 RL_MINUTES=${RL_MINUTES:-5}
-CORE_ITEMS=${CORE_ITEMS:-200}
+CORE_ITEMS=${CORE_ITEMS:-$([ "$FULL" = 1 ] && echo 200 || echo 100)}
 CHAT_PROBLEMS=${CHAT_PROBLEMS:-100}
 DATA=${DATA:-auto}
 NUM_SHARDS=${NUM_SHARDS:-16}

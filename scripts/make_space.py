@@ -214,6 +214,8 @@ def main(argv=None) -> str:
         raise UserError(f"make_space builds wheels for this machine ({platform.system()} {platform.machine()}), but "
                         "Spaces run Linux x86_64: run it on a Linux x86_64 machine")
     out = os.path.abspath(args.out)
+    if os.path.exists(out) and not os.path.isdir(out):
+        raise UserError(f"--out {args.out} is a file: give a folder (new, or a clone of your Space to update)")
     os.makedirs(out, exist_ok=True)
     for name in ("model", "wheels"):   # ours: rewritten whole (a Space clone's other files stay)
         shutil.rmtree(os.path.join(out, name), ignore_errors=True)
