@@ -4,13 +4,14 @@ pretraining and again during SFT: each re-run continues from the last checkpoint
 skips the stages that finished, and the run ends with every stage done and the report written.
 
 It needs a base directory where train_cpu.sh has run once (the shards, the tokenizer and the eval data are reused
-through hard links, not rebuilt): .ci/run runs it after its smoke run with
+through hard links, not rebuilt; the stage markers and the report are copied; that directory is never written to): .ci/run runs it after its smoke run with
     NANOCHAT_SMOKE_BASE_DIR=<that dir> python -m pytest -q tests/test_train_cpu.py
 Without the variable the test is skipped (the rest of the suite never downloads or builds the offline data).
 """
 
 import os
 import re
+import shutil
 import signal
 import subprocess
 import time
@@ -23,6 +24,7 @@ SMOKE_DIR = os.environ.get("NANOCHAT_SMOKE_BASE_DIR")
 pytestmark = [pytest.mark.subprocess,
               pytest.mark.skipif(not SMOKE_DIR, reason="set NANOCHAT_SMOKE_BASE_DIR to a base dir where "
                                                        "train_cpu.sh ran (.ci/run does)")]
+READ_ONLY = ("base_data", "offline_data", "tokenizer", "packages", "eval_bundle", "eval_bundle_offline")
 BASE_STEPS, SFT_STEPS = 40, 24
 TINY = {  # depth 2, context 128, small batches and mixtures; checkpoints often enough to be killed between two
     "FULL": "1", "DEPTH": "2", "CORE_ITEMS": "4", "CHAT_PROBLEMS": "2",
@@ -62,7 +64,12 @@ def steps_in(folder: Path) -> list[int]:
 
 def test_killed_full_run_continues_from_its_last_checkpoints(tmp_path):
     base = tmp_path / "base"
-    subprocess.run(["cp", "-al", SMOKE_DIR, str(base)], check=True)   # hard links: files are replaced, never edited
+    base.mkdir()
+    for name in READ_ONLY:      # hard links: this run only reads them
+        if (Path(SMOKE_DIR) / name).exists():
+            subprocess.run(["cp", "-al", str(Path(SMOKE_DIR) / name), str(base / name)], check=True)
+    for name in ("train_cpu", "report"):   # written in place by the run (markers, logs): real copies
+        shutil.copytree(Path(SMOKE_DIR) / name, base / name)
     base_ckpt, sft_ckpt = base / "base_checkpoints" / "d2", base / "chatsft_checkpoints" / "d2"
     logs = base / "logs"
 
