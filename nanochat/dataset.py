@@ -547,15 +547,21 @@ def main():
                              "'uniform' = every document once, the mix before weights)")
     parser.add_argument("--show", default=None, help="count documents and characters of a source (hub, offline, PATH)")
     args = parser.parse_args()
+    from nanochat import report
+    t_start = time.time()
     try:
         if args.num_shards > 0:
             paths = download(args.num_shards, workers=args.workers)
             print(f"{len(paths)} shards in {hub_data_dir()} (last = validation)")
+            report.record("data", settings={"source": "hub", "num_shards": args.num_shards},
+                          metrics={"shards": len(paths)}, seconds=time.time() - t_start)
         elif args.offline:
-            report = build_offline(mix=args.mix)
-            print(report.table())
-            print(f"{len(report.shards)} shards in {offline_data_dir()} (last = validation); held-out prose: "
+            built = build_offline(mix=args.mix)
+            print(built.table())
+            print(f"{len(built.shards)} shards in {offline_data_dir()} (last = validation); held-out prose: "
                   f"--data {prose_data_dir()}")
+            report.record("data", settings={"source": "offline", "mix": args.mix or offline_mix()},
+                          metrics={"shards": len(built.shards)}, seconds=time.time() - t_start, text=built.table())
         elif args.show:
             for split in ("train", "val"):
                 n = chars = 0
