@@ -35,16 +35,10 @@ def emit(**row):
 
 def entry_command(folder: str) -> tuple[list[str], dict]:
     """The Dockerfile's CMD and ENV, with the image's paths mapped onto this machine (folder, this venv)."""
-    lines = [ln.split(" ", 1) for ln in open(os.path.join(folder, "Dockerfile")).read().splitlines()
-             if ln and not ln.startswith("#")]
+    steps, image_env = make_space.read_dockerfile(folder)
     env = dict(os.environ)
-    for ins, args in lines:
-        if ins == "ENV":
-            for item in shlex.split(args):
-                key, value = item.split("=", 1)
-                if key not in ("HOME", "PATH"):
-                    env[key] = value.replace(make_space.APP_DIR, folder)
-    cmd = json.loads(dict(lines)["CMD"])
+    env.update({k: v.replace(make_space.APP_DIR, folder) for k, v in image_env.items() if k not in ("HOME", "PATH")})
+    cmd = json.loads(dict(steps)["CMD"])
     return [sys.executable, *cmd[1:]], env
 
 

@@ -152,6 +152,16 @@ CMD {json.dumps(entry)}
 """
 
 
+def read_dockerfile(folder: str) -> tuple[list[tuple[str, str]], dict[str, str]]:
+    """The folder's Dockerfile as (instruction, arguments) steps, comments dropped, and its ENV values as written
+    (image paths, $PATH unexpanded): what the tests and dev/bench_space.py start the entry command with."""
+    import shlex
+    with open(os.path.join(folder, "Dockerfile")) as f:
+        steps = [tuple(ln.split(" ", 1)) for ln in f.read().splitlines() if ln.strip() and not ln.startswith("#")]
+    env = dict(item.split("=", 1) for ins, args in steps if ins == "ENV" for item in shlex.split(args))
+    return steps, env
+
+
 def readme(facts: dict, title: str | None, int8: bool) -> str:
     """The Space card: metadata block for the Hub, then what the model is and how it was made."""
     from nanochat import report

@@ -12,7 +12,6 @@ the folder. Plus the int8 storage format: shipped weights quantize to exactly wh
 import json
 import os
 import re
-import shlex
 import shutil
 import signal
 import subprocess
@@ -82,9 +81,7 @@ def space():
 
 
 def dockerfile(folder: Path) -> list[tuple[str, str]]:
-    """(instruction, arguments) of each Dockerfile line, comments dropped."""
-    lines = [ln for ln in (folder / "Dockerfile").read_text().splitlines() if ln.strip() and not ln.startswith("#")]
-    return [tuple(ln.split(" ", 1)) for ln in lines]
+    return make_space.read_dockerfile(str(folder))[0]
 
 
 @pytest.mark.network      # every test from here on: pip download from PyPI, then a venv and a live server
@@ -139,14 +136,11 @@ def served(space, venv):
     home = root / "home"
     home.mkdir()
     os.chown(home, 1000, 1000)
-    steps = dockerfile(folder)
+    steps, image_env = make_space.read_dockerfile(str(folder))
     env = {"PATH": f"{venv / 'bin'}:/usr/bin:/bin"}
-    for ins, args in steps:
-        if ins == "ENV":
-            for item in shlex.split(args):
-                key, value = item.split("=", 1)
-                env[key] = value.replace(make_space.APP_DIR, str(folder)).replace("/home/user/venv", str(venv)) \
-                    .replace("/home/user", str(home)).replace("$PATH", env["PATH"])
+    for key, value in image_env.items():
+        env[key] = value.replace(make_space.APP_DIR, str(folder)).replace("/home/user/venv", str(venv)) \
+            .replace("/home/user", str(home)).replace("$PATH", env["PATH"])
     entry = json.loads(dict(steps)["CMD"])
     before = sorted(p.relative_to(folder) for p in folder.rglob("*"))
     t0 = time.time()
