@@ -27,6 +27,7 @@ in every run, and not the first N (MMLU is sorted by subject).
 Tests: pytest tests/test_chat_eval.py -q
 """
 
+import math
 import time
 from contextlib import nullcontext
 from dataclasses import dataclass, field
@@ -67,14 +68,15 @@ def _spelling_bee():
     return SpellingBee(SpellingBee.eval_split, size=SPELLING_BEE_SIZE)
 
 
-def _arithmetic():
+def _arithmetic(family: str = "all"):
     from tasks.arithmetic import ArithmeticProblems
-    return ArithmeticProblems(ArithmeticProblems.eval_split, size=ARITHMETIC_SIZE)
+    return ArithmeticProblems(ArithmeticProblems.eval_split, size=ARITHMETIC_SIZE, family=family)
 
 
 # Every task, each built on its evaluated split (tasks are imported only when used: MMLU takes seconds). ChatCORE
 # averages the first six, as public nanochat's; Arithmetic (generated word problems with the calculator, what
-# chat_rl trains on) is reported beside it.
+# chat_rl trains on) is reported beside it, and Arithmetic-untaught (its kinds of problem that mid-training and SFT
+# never show: what RL learns from the reward alone) when asked for.
 TASKS = {
     "ARC-Easy": lambda: _arc("ARC-Easy"),
     "ARC-Challenge": lambda: _arc("ARC-Challenge"),
@@ -83,6 +85,7 @@ TASKS = {
     "HumanEval": _humaneval,
     "SpellingBee": _spelling_bee,
     "Arithmetic": _arithmetic,
+    "Arithmetic-untaught": lambda: _arithmetic("untaught"),
 }
 CHATCORE_TASKS = ["ARC-Easy", "ARC-Challenge", "MMLU", "GSM8K", "HumanEval", "SpellingBee"]
 
@@ -146,17 +149,28 @@ class TaskResult:
     def metric(self) -> str:
         return f"pass@{self.num_samples}" if self.num_samples > 1 else "accuracy"
 
+    @property
+    def sample_accuracy(self) -> tuple[float, float]:
+        """pass@1 estimated from the k samples per problem, and its standard error: problems are the independent
+        units (a problem's samples are correlated), so the error comes from the spread of per-problem pass rates."""
+        rates = [passed / self.num_samples for passed in self.samples_passed]
+        mean = sum(rates) / len(rates)
+        var = sum((r - mean) ** 2 for r in rates) / max(1, len(rates) - 1)
+        return mean, math.sqrt(var / len(rates))
+
     def summary(self) -> dict:
         out = {"eval_type": self.eval_type, "metric": self.metric, "accuracy": self.accuracy, "stderr": self.stderr,
                "centred": self.centred, "centred_stderr": self.centred_stderr, "baseline": self.baseline,
                "n": self.n, "seconds": round(self.seconds, 2), "truncated_prompts": self.truncated}
-        if self.num_samples > 1:   # the mean over single samples as well: pass@1 estimated from the same k samples
-            out.update(num_samples=self.num_samples,
-                       sample_accuracy=sum(self.samples_passed) / (self.n * self.num_samples) if self.n else None)
+        if self.num_samples > 1 and self.n:   # pass@1 as well, from the same k samples
+            mean, err = self.sample_accuracy
+            out.update(num_samples=self.num_samples, sample_accuracy=mean, sample_accuracy_stderr=err)
         return out
 
     def line(self) -> str:
-        return (f"{self.name:<14} {self.metric} {self.accuracy:.4f} ± {self.stderr:.4f}   centred "
+        pass_at_1 = (f"   pass@1 {self.sample_accuracy[0]:.4f} ± {self.sample_accuracy[1]:.4f}"
+                     if self.num_samples > 1 and self.n else "")
+        return (f"{self.name:<14} {self.metric} {self.accuracy:.4f} ± {self.stderr:.4f}{pass_at_1}   centred "
                 f"{self.centred:+.4f} ± {self.centred_stderr:.4f}   baseline {self.baseline:.3f}   n {self.n}   "
                 f"{self.seconds:.1f} s" + (f"   ({self.truncated} prompts cut to fit the context)"
                                            if self.truncated else ""))

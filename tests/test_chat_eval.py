@@ -184,6 +184,9 @@ def test_pass_at_k(byte_tok):
     result = run_generative(engine, task, num_samples=3, temperature=1.0, seed=7, progress=False)
     assert result.outcomes == [True, False, True] and result.samples_passed == [1, 0, 3]
     assert result.metric == "pass@3" and result.summary()["sample_accuracy"] == pytest.approx(4 / 9)
+    # its error: the spread of the per-problem rates 1/3, 0, 1 (sample variance 7/27) over sqrt(3 problems)
+    assert result.summary()["sample_accuracy_stderr"] == pytest.approx((7 / 27 / 3) ** 0.5)
+    assert "pass@1 0.4444 ± 0.2940" in result.line()
     assert [c["seed"] for c in engine.calls] == [7, 8, 9] and {c["num_samples"] for c in engine.calls} == {3}
     one = run_generative(engine, task, num_samples=1, temperature=1.0, progress=False)   # pass@1: first samples only
     assert one.outcomes == [False, False, True]
