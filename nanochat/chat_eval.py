@@ -68,15 +68,14 @@ def _spelling_bee():
     return SpellingBee(SpellingBee.eval_split, size=SPELLING_BEE_SIZE)
 
 
-def _arithmetic(family: str = "all"):
+def _arithmetic():
     from tasks.arithmetic import ArithmeticProblems
-    return ArithmeticProblems(ArithmeticProblems.eval_split, size=ARITHMETIC_SIZE, family=family)
+    return ArithmeticProblems(ArithmeticProblems.eval_split, size=ARITHMETIC_SIZE)
 
 
 # Every task, each built on its evaluated split (tasks are imported only when used: MMLU takes seconds). ChatCORE
 # averages the first six, as public nanochat's; Arithmetic (generated word problems with the calculator, what
-# chat_rl trains on) is reported beside it, and Arithmetic-untaught (its kinds of problem that mid-training and SFT
-# never show: what RL learns from the reward alone) when asked for.
+# chat_rl trains on) is reported beside it.
 TASKS = {
     "ARC-Easy": lambda: _arc("ARC-Easy"),
     "ARC-Challenge": lambda: _arc("ARC-Challenge"),
@@ -85,7 +84,6 @@ TASKS = {
     "HumanEval": _humaneval,
     "SpellingBee": _spelling_bee,
     "Arithmetic": _arithmetic,
-    "Arithmetic-untaught": lambda: _arithmetic("untaught"),
 }
 CHATCORE_TASKS = ["ARC-Easy", "ARC-Challenge", "MMLU", "GSM8K", "HumanEval", "SpellingBee"]
 

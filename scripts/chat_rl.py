@@ -18,11 +18,10 @@ RL runs in one process (no torchrun: under torchrun it stops with an error). Rol
 prompt, which a single process keeps busy on every core.
 
 Data: training questions are tasks.arithmetic.ArithmeticProblems('train') (generated; a question is train or test
-by a hash of its text, so held-out questions never appear in training; three of its thirteen kinds are never shown
-solved in mid-training or SFT, so RL learns them from the reward alone) and SpellingBee('train') letter counting
+by a hash of its text, so held-out questions never appear in training) and SpellingBee('train') letter counting
 (its test words are never trained on; --no-spelling-bee leaves it out), mixed with GSM8K's train split when the
 Hugging Face hub answers (--gsm8k auto; offline GSM8K has no train split and RL uses arithmetic alone, and says
-so). Held out: ArithmeticProblems('test'), the untaught kinds alone beside it, and GSM8K test when GSM8K trains. pass@1 is the mean over the k
+so). Held out: ArithmeticProblems('test'), and GSM8K test when GSM8K trains. pass@1 is the mean over the k
 samples per problem, pass@k whether any passed; --eval-greedy adds greedy pass@1. Held-out SpellingBee('test') too.
 
 Checkpoints: <base>/chatrl_checkpoints/<model tag>/ (model tag = the source's, e.g. d4); their meta holds the loop
@@ -121,8 +120,7 @@ def build_tasks(args) -> tuple:
         else:
             train.append(gsm8k)
             held_out.append(GSM8K("test"))
-    held_out[:0] = [ArithmeticProblems("test", size=args.eval_problems, seed=args.seed),
-                    ArithmeticProblems("test", size=args.eval_problems, seed=args.seed, family="untaught")]
+    held_out.insert(0, ArithmeticProblems("test", size=args.eval_problems, seed=args.seed))
     return TaskMixture(train, seed=args.seed), held_out
 
 

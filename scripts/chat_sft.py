@@ -11,8 +11,8 @@ Straight from a base model (no mid-training): python -m scripts.chat_sft --sourc
 Every GPU of one machine: torchrun --standalone --nproc_per_node=8 -m scripts.chat_sft --device-batch-size 4
 
 The mixture: ARC multiple choice (training splits; offline their validation splits), arithmetic word problems with
-the calculator (the taught kinds only; and GSM8K's training split when the hub has it), SpellingBee and SpellWord,
-identity conversations and general conversations (SmolTalk / offline ChitChat). None of it is a split chat_eval scores.
+the calculator (and GSM8K's training split when the hub has it), SpellingBee and SpellWord, identity
+conversations and general conversations (SmolTalk / offline ChitChat). None of it is a split chat_eval scores.
 Checkpoints: <base>/chatsft_checkpoints/<model tag>/ (the loop is nanochat/train.py's; nanochat/finetune.py wires it).
 """
 
@@ -47,7 +47,7 @@ def mixtures(scale: float, seed: int) -> tuple[TaskMixture, TaskMixture]:
     n = {k: max(1, round(v * scale)) for k, v in SIZES.items()}
     gen_seed = seed + SEED_OFFSET
     train = [ARC("ARC-Easy", "train"), ARC("ARC-Challenge", "train"),
-             ArithmeticProblems("train", size=n["arithmetic"], seed=gen_seed, family="taught"),
+             ArithmeticProblems("train", size=n["arithmetic"], seed=gen_seed),
              SpellingBee("train", size=n["spelling_bee"], seed=gen_seed),
              SpellWord("train", size=n["spell_word"], seed=gen_seed),
              IdentityConversations(size=n["identity"], seed=gen_seed),

@@ -12,8 +12,7 @@ Every GPU of one machine: torchrun --standalone --nproc_per_node=8 -m scripts.mi
 The mixture (sizes at --mixture-scale 1; hub data when the hub answers, registry packages offline):
 conversations (SmolTalk / offline ChitChat), ARC and MMLU multiple choice on their training splits (offline: their
 validation/dev splits; test is what chat_eval scores), SpellingBee and SpellWord, identity conversations,
-arithmetic word problems with calculator calls (the taught kinds only: tasks/arithmetic.py), and GSM8K's training
-split when the hub has it.
+arithmetic word problems with calculator calls, and GSM8K's training split when the hub has it.
 Checkpoints: <base>/mid_checkpoints/<model tag>/ (the loop is nanochat/train.py's; nanochat/finetune.py wires it).
 """
 
@@ -52,7 +51,7 @@ def mixtures(scale: float, seed: int) -> tuple[TaskMixture, TaskMixture]:
              ARC("ARC-Easy", "train"), ARC("ARC-Challenge", "train"), spread(MMLU("train"), n["mmlu"]),
              SpellingBee("train", size=n["spelling_bee"], seed=seed), SpellWord("train", size=n["spell_word"], seed=seed),
              IdentityConversations(size=n["identity"], seed=seed),
-             ArithmeticProblems("train", size=n["arithmetic"], seed=seed, family="taught")]
+             ArithmeticProblems("train", size=n["arithmetic"], seed=seed)]
     try:
         train.append(GSM8K("train"))
     except ValueError as e:          # offline: no GSM8K training split; the arithmetic problems stand in

@@ -4,8 +4,6 @@ Arithmetic word problems with calculator tool calls: generated, seeded stand-in 
 calculator steps <<3*12=36>> that become python / python_output parts, and end with "#### N". Thirteen
 templates: six two-step ones, and seven with three or four steps, an irrelevant number, a division, or an order
 that runs backwards from the question's (what keeps a small model's score off the ceiling, so RL has room).
-family="taught" draws from ten of them only (what mid-training and SFT demonstrate), "untaught" from the other
-three (what RL learns from its reward alone), "all" from all thirteen (RL's training questions and every evaluation).
 
 Train and test never share a question: a question belongs to the test split when the CRC32 of its text is 0 mod
 10, else to train (the parameter ranges are small, so separate random streams alone would repeat ~8% of test
@@ -169,12 +167,6 @@ def _savings(rng):
 
 TEMPLATES = [_packs, _wages, _shopping, _farm, _reading, _temperature,
              _sharing, _change, _trip, _distractor, _before, _half, _savings]
-# Mid-training and SFT show worked solutions of the taught templates only; RL trains on all of them, so three kinds
-# of problem are learnt from the reward alone. Shown every kind, a depth-4 SFT model already solved ~98% of sampled
-# replies on a bf16 host: too close to 1 for RL to show what it adds. The untaught ones combine steps the taught
-# ones use (products, sums, halving), so SFT solves some of them and REINFORCE has successes to reinforce.
-UNTAUGHT = [_trip, _half, _savings]
-FAMILIES = {"all": TEMPLATES, "taught": [t for t in TEMPLATES if t not in UNTAUGHT], "untaught": UNTAUGHT}
 
 
 def split_of(question: str) -> str:
@@ -186,26 +178,21 @@ class ArithmeticProblems(Task):
     name = "Arithmetic"
     eval_type = "generative"
 
-    def __init__(self, split: str, size: int = 1000, seed: int = 42, family: str = "all"):
+    def __init__(self, split: str, size: int = 1000, seed: int = 42):
         super().__init__(split)
         if split == "validation":
             raise ValueError("Arithmetic has train and test splits only")
         if size <= 0:
             raise ValueError(f"Arithmetic: size must be positive, got {size}")
-        if family not in FAMILIES:
-            raise ValueError(f"Arithmetic: family must be one of {list(FAMILIES)}, got {family!r}")
-        self.size, self.seed, self.family = size, seed, family
-        if family != "all":
-            self.name = f"Arithmetic-{family}"
+        self.size, self.seed = size, seed
 
     def num_examples(self) -> int:
         return self.size
 
     def get_example(self, index: int) -> dict:
         rng = random.Random(f"arith-{self.seed}-{self.split}-{index}")
-        templates = FAMILIES[self.family]
         while True:  # draw until the question falls in this split (about 10 draws for test, 1.1 for train)
-            question, solution, answer = rng.choice(templates)(rng)
+            question, solution, answer = rng.choice(TEMPLATES)(rng)
             if split_of(question) == self.split:
                 break
         solution += f"\n#### {answer}"

@@ -379,22 +379,6 @@ def test_arithmetic_train_never_contains_a_test_question():
         ArithmeticProblems("validation")
 
 
-def test_arithmetic_families_split_the_templates():
-    """Mid-training and SFT see the taught kinds only; the untaught ones (learnt by RL from its reward) never
-    appear in them, and "all" has both."""
-    untaught_phrases = ("A bus drives", "gave half of them", "saves $")    # _trip, _half, _savings
-
-    def questions(family, split="train"):
-        return [e["messages"][0]["content"] for e in ArithmeticProblems(split, size=400, family=family)]
-    assert not any(p in q for q in questions("taught") for p in untaught_phrases)
-    assert all(any(p in q for p in untaught_phrases) for q in questions("untaught", "test"))
-    everything = questions("all")
-    assert 0.1 < sum(any(p in q for p in untaught_phrases) for q in everything) / len(everything) < 0.4
-    assert ArithmeticProblems("test", family="untaught").name == "Arithmetic-untaught"
-    with pytest.raises(ValueError, match="family must be one of"):
-        ArithmeticProblems("train", family="hard")
-
-
 @pytest.mark.network
 def test_real_word_list():
     """The real english-words wheel (cached after the first download)."""
