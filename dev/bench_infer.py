@@ -6,10 +6,9 @@ plain engine and each speed-up, and for generation without a KV cache. Optionall
     flock /tmp/bench.lock python -m dev.bench_infer --depths 4 --variants eager int8+compile --repeats 3
     flock /tmp/bench.lock python -m dev.bench_infer --bpb-only --bpb-tokens 262144   # needs a base checkpoint
 
-Setup, as in the baseline it compares with (public nanochat's Engine: ~165 tok/s at depth 4, ~103 tok/s at depth 6,
-TTFT ~14 ms at depth 4, batch 1, 32-token prompt, greedy, fp32): a freshly initialised model (speed does not
-depend on the weights), vocab 8192, context 512, a 32-token prompt, 128 decoded tokens; stop tokens are disabled so
-every run decodes exactly that many. Batch 8 = 8 samples of one prompt (prefill once), temperature 1, top-k 50.
+Setup: a freshly initialised model (speed does not depend on the weights), vocab 8192, context 512, a 32-token
+prompt, 128 decoded tokens; stop tokens are disabled so every run decodes exactly that many. Public nanochat's
+Engine, timed the same way side by side in one run, is in dev/bench_nanochat.py. Batch 8 = 8 samples of one prompt (prefill once), temperature 1, top-k 50.
 
 Each (depth, variant) runs in its own process (so its peak RSS is its own; a compiled variant's compile time is
 its warm-up). Threads: 1 (--threads) unless the variant ends in -2t. With OpenMP's default busy-waiting, 2 threads
@@ -40,7 +39,6 @@ VARIANTS = {
     "int8-2t-passive": "as int8-2t, with OMP_WAIT_POLICY=PASSIVE (idle OpenMP threads sleep instead of spinning)",
     "int8+compile-2t": "as int8+compile, with 2 torch threads",
 }
-BASELINE_TOK_S = {4: 165.0, 6: 103.0}   # public nanochat's Engine on this machine kind (batch 1, greedy, fp32)
 
 
 # -----------------------------------------------------------------------------
@@ -159,17 +157,15 @@ def bpb_compare(args):
 # Driver
 
 def table(rows):
-    lines = ["| depth | variant | decode tok/s b1 (median / best) | x baseline (best) | x eager (best) | "
+    lines = ["| depth | variant | decode tok/s b1 (median / best) | x eager (best) | "
              "tok/s b8 (median / best) | TTFT ms (median / best) | peak RSS MB | warm-up s |",
-             "|---|---|---|---|---|---|---|---|---|"]
+             "|---|---|---|---|---|---|---|---|"]
     eager = {r["depth"]: r["tok_s_b1_best"] for r in rows if r["variant"] == "eager"}
     for r in rows:
-        base = BASELINE_TOK_S.get(r["depth"])
         b8 = f"{r['tok_s_b8_median']:.0f} / {r['tok_s_b8_best']:.0f}" if "tok_s_b8_best" in r else "-"
-        x_base = f"{r['tok_s_b1_best'] / base:.2f}" if base else "-"
         x_eager = f"{r['tok_s_b1_best'] / eager[r['depth']]:.2f}" if r["depth"] in eager else "-"
         lines.append(f"| {r['depth']} | {r['variant']} | {r['tok_s_b1_median']:.0f} / {r['tok_s_b1_best']:.0f} | "
-                     f"{x_base} | {x_eager} | {b8} | {r['ttft_ms_median']:.1f} / {r['ttft_ms_best']:.1f} | "
+                     f"{x_eager} | {b8} | {r['ttft_ms_median']:.1f} / {r['ttft_ms_best']:.1f} | "
                      f"{r['peak_rss_mb']} | {r['warmup_s']} |")
     return "\n".join(lines)
 
@@ -221,7 +217,7 @@ def main():
     if args.bpb:
         bpb_compare(args)
     print(f"\nvocab {args.vocab_size}, context {args.seq_len}, prompt {args.prompt_tokens}, {args.decode_tokens} "
-          f"decoded tokens, {args.repeats} runs each; baseline = public nanochat Engine {BASELINE_TOK_S} tok/s\n")
+          f"decoded tokens, {args.repeats} runs each (public nanochat side by side: python -m dev.bench_nanochat)\n")
     print(table(rows))
     if args.out:
         print(f"\nJSON lines appended to {args.out}")
