@@ -47,6 +47,7 @@ from nanochat.tokenizer import get_tokenizer
 TRAIN_SHAPES = {"d4": (4, 8, 8192, 40, 10), "d6": (6, 32, 16384, 24, 8)}
 THEIR_STEP_RE = re.compile(r"^step (\d+)/\d+ .*\| dt: ([\d.]+)ms \| tok/sec: ([\d,]+) \| bf16_mfu: ([\d.]+)")
 DECODE = dict(vocab_size=8192, seq_len=512, prompt_tokens=32, decode_tokens=128)
+DECODE_HEAD_DIM = 128    # theirs is built with it; ours (dev/bench_infer) uses config_from_depth's default, the same
 
 # Their Engine, timed the way dev/bench_infer times ours; run with their interpreter inside their checkout.
 THEIR_DECODE_SCRIPT = r'''
@@ -97,6 +98,11 @@ def find_checkout(path: str) -> str | None:
               "measuring ours alone")
         return None
     return path
+
+
+def data_dir_of(data: str) -> str:
+    """The shard folder of a --data choice (offline, hub, or a folder given as a path)."""
+    return {"offline": offline_data_dir(), "hub": hub_data_dir()}.get(data, data)
 
 
 def their_base_dir(workdir: str, data_dir: str) -> str:
@@ -171,10 +177,6 @@ def compare_training(args, checkout, workdir, data) -> list[dict]:
     return rows
 
 
-def data_dir_of(data: str) -> str:
-    return {"offline": offline_data_dir(), "hub": hub_data_dir()}.get(data, data)
-
-
 def our_decode(depth: int, threads: int, repeats: int) -> dict:
     variant = "int8+compile-2t" if threads == 2 else "int8+compile"
     cmd = [sys.executable, "-m", "dev.bench_infer", "--worker", str(depth), variant, "--threads", str(threads),
@@ -207,7 +209,8 @@ def compare_decoding(args, checkout) -> list[dict]:
         if checkout:
             for threads in (1, 2):
                 for dtype in ("float32", "bfloat16"):
-                    if (r := their_decode(checkout, args.python, depth, threads, dtype, args.repeats, 128)):
+                    r = their_decode(checkout, args.python, depth, threads, dtype, args.repeats, DECODE_HEAD_DIM)
+                    if r:
                         theirs[f"{dtype} {threads}t"] = r
         for batch in ("b1", "b8"):
             best_ours = max(ours, key=lambda t: ours[t][batch])
