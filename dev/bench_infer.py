@@ -34,7 +34,9 @@ VARIANTS = {
     "bf16": "KV cache, weights and activations in bf16",
     "int8": "KV cache, int8 weights (torch weight-only int8 kernel), bf16 activations",
     "compile": "KV cache, fp32, decode step compiled with torch.compile(dynamic=True)",
-    "int8+compile": "int8 weights + compiled decode step",
+    "int8+compile": "int8 weights + compiled decode step (its kernels called from C++: inductor's cpp_wrapper)",
+    "int8+compile-pywrapper": "as int8+compile, with the kernels called from inductor's Python wrapper (the "
+                              "engine's compile before cpp_wrapper)",
     "int8-2t": "as int8, with 2 torch threads",
     "int8-2t-passive": "as int8-2t, with OMP_WAIT_POLICY=PASSIVE (idle OpenMP threads sleep instead of spinning)",
     "int8+compile-2t": "as int8+compile, with 2 torch threads",
@@ -57,6 +59,8 @@ def build_engine(depth, variant, args):
     if variant.startswith("int8"):
         quantize_int8(model, torch.bfloat16)
     engine = Engine(model, tokenizer, compile=variant.endswith("compile"))
+    if variant.endswith("-pywrapper"):
+        engine.decode_model = torch.compile(model, dynamic=True)
     engine.stop_tokens = set()   # decode exactly --decode-tokens tokens every run
     return engine
 

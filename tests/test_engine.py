@@ -78,6 +78,17 @@ def test_engine_greedy_equals_naive_generation(tokenizer, model):
     assert engine_tokens == naive
 
 
+@pytest.mark.slow
+def test_compiled_decode_equals_eager(tokenizer, model):
+    """The compiled batch-1 decode step (chat_web's default) picks the same greedy tokens as the eager model, over
+    cache lengths that grow each step (one dynamic-shape compile, not one per length)."""
+    prompt = tokenizer.encode("The cat sat on")
+    eager = [col[0] for col, _ in Engine(model, tokenizer).generate(prompt, max_tokens=24, temperature=0.0)]
+    compiled = [col[0] for col, _ in Engine(model, tokenizer, compile=True).generate(prompt, max_tokens=24,
+                                                                                      temperature=0.0)]
+    assert compiled == eager and len(eager) == 24
+
+
 def test_cache_overflow_and_bad_batch_are_clear_errors(model):
     cache = KVCache(batch_size=2, seq_len=4, num_layers=model.config.n_layer)
     with torch.inference_mode(), pytest.raises(RuntimeError, match="KV cache full"):
