@@ -7,8 +7,9 @@ plain engine and each speed-up, and for generation without a KV cache. Optionall
     flock /tmp/bench.lock python -m dev.bench_infer --bpb-only --bpb-tokens 262144   # needs a base checkpoint
 
 Setup: a freshly initialised model (speed does not depend on the weights), vocab 8192, context 512, a 32-token
-prompt, 128 decoded tokens; stop tokens are disabled so every run decodes exactly that many. Public nanochat's
-Engine, timed the same way side by side in one run, is in dev/bench_nanochat.py. Batch 8 = 8 samples of one prompt (prefill once), temperature 1, top-k 50.
+prompt, 128 decoded tokens; stop tokens are disabled so every run decodes exactly that many. Batch 8 = 8 samples of
+one prompt (prefill once), temperature 1, top-k 50. Public nanochat's Engine, timed the same way side by side in
+one run, is in dev/bench_nanochat.py.
 
 Each (depth, variant) runs in its own process (so its peak RSS is its own; a compiled variant's compile time is
 its warm-up). Threads: 1 (--threads) unless the variant ends in -2t. With OpenMP's default busy-waiting, 2 threads

@@ -188,7 +188,7 @@ class Engine:
         # there but slower at batch 8 (README.md); prefill (a new shape each time) stays eager.
         # dynamic=True: the cache length grows every step and must not trigger a compile per length.
         # cpp_wrapper: the compiled step's kernels are called from C++, not Python; a step of a small model is
-        # mostly that calling overhead (1.12-1.54x faster at batch 1, README.md).
+        # mostly that calling overhead (1.03-1.35x faster at batch 1, README.md).
         self.decode_model = torch.compile(model, dynamic=True, options={"cpp_wrapper": True}) if compile else model
         self.tokenizer = tokenizer
         self.autocast = autocast if autocast is not None else nullcontext()  # e.g. common.autocast_ctx(device, dtype)
