@@ -38,13 +38,13 @@ import subprocess
 import sys
 import tempfile
 
-from dev.bench_train import run_base_train
+from dev.bench_train import SHAPES, run_base_train
 from nanochat.common import get_base_dir
 from nanochat.dataset import choose_source, list_parquet_files, offline_data_dir, hub_data_dir
 from nanochat.tokenizer import get_tokenizer
 
-# name -> (depth, device batch, tokens per step, steps, first timed step)
-TRAIN_SHAPES = {"d4": (4, 8, 8192, 40, 10), "d6": (6, 32, 16384, 24, 8)}
+# name -> (dev/bench_train's shape: the same flags on both sides, steps, first timed step)
+TRAIN_SHAPES = {"d4": ("d4 b8", 40, 10), "d6": ("d6 b32", 24, 8)}
 THEIR_STEP_RE = re.compile(r"^step (\d+)/\d+ .*\| dt: ([\d.]+)ms \| tok/sec: ([\d,]+) \| bf16_mfu: ([\d.]+)")
 DECODE = dict(vocab_size=8192, seq_len=512, prompt_tokens=32, decode_tokens=128)
 DECODE_HEAD_DIM = 128    # theirs is built with it; ours (dev/bench_infer) uses config_from_depth's default, the same
@@ -87,6 +87,25 @@ print(json.dumps(out))
 '''
 
 
+def shape_flags(shape: str) -> list[str]:
+    """The shape's base_train flags (depth, head dim, seq len, device batch, total batch) and its step count: both
+    base_trains take these flag names."""
+    name, steps, _ = TRAIN_SHAPES[shape]
+    return SHAPES[name] + ["--num-iterations", str(steps)]
+
+
+def shape_value(shape: str, flag: str) -> int:
+    flags = SHAPES[TRAIN_SHAPES[shape][0]]
+    return int(flags[flags.index(flag) + 1])
+
+
+def their_env(**extra) -> dict:
+    """Environment for their interpreter: without our PYTHONPATH (their checkout's packages must win)."""
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    env.update(extra)
+    return env
+
+
 def find_checkout(path: str) -> str | None:
     """The checkout of public nanochat at path, or None (with the reason printed)."""
     if not path:
@@ -123,13 +142,9 @@ def their_base_dir(workdir: str, data_dir: str) -> str:
 
 def run_their_base_train(checkout: str, python: str, base: str, shape: str, log_path: str) -> list[float]:
     """Their base_train at its best CPU settings; -> tok/s of every step."""
-    depth, batch, tokens, steps, _ = TRAIN_SHAPES[shape]
-    cmd = [python, "-m", "scripts.base_train", "--depth", str(depth), "--head-dim", "64", "--max-seq-len", "512",
-           "--device-batch-size", str(batch), "--total-batch-size", str(tokens), "--num-iterations", str(steps),
-           "--window-pattern", "L", "--eval-every", "-1", "--core-metric-every", "-1", "--sample-every", "-1",
-           "--device-type", "cpu", "--model-tag", "bench"]
-    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-    env.update(NANOCHAT_BASE_DIR=base, NANOCHAT_DTYPE="bfloat16", PYTHONUNBUFFERED="1", WANDB_MODE="disabled")
+    cmd = [python, "-m", "scripts.base_train", *shape_flags(shape), "--window-pattern", "L", "--eval-every", "-1",
+           "--core-metric-every", "-1", "--sample-every", "-1", "--device-type", "cpu", "--model-tag", "bench"]
+    env = their_env(NANOCHAT_BASE_DIR=base, NANOCHAT_DTYPE="bfloat16", PYTHONUNBUFFERED="1", WANDB_MODE="disabled")
     with open(log_path, "w") as log:
         proc = subprocess.run(cmd, env=env, cwd=checkout, stdout=log, stderr=subprocess.STDOUT)
     text = open(log_path).read()
@@ -141,10 +156,8 @@ def run_their_base_train(checkout: str, python: str, base: str, shape: str, log_
 
 
 def run_our_base_train(data: str, workdir: str, shape: str, log_name: str) -> dict:
-    depth, batch, tokens, steps, _ = TRAIN_SHAPES[shape]
-    flags = ["--depth", str(depth), "--head-dim", "64", "--max-seq-len", "512", "--device-batch-size", str(batch),
-             "--total-batch-size", str(tokens), "--num-iterations", str(steps), "--eval-every", "-1",
-             "--eval-tokens", "4096", "--compile", "on", "--data", data]
+    tokens = shape_value(shape, "--total-batch-size")
+    flags = shape_flags(shape) + ["--eval-every", "-1", "--eval-tokens", "4096", "--compile", "on", "--data", data]
     run = run_base_train(flags, "bfloat16", workdir, log_name)
     return {"tok_s": [tokens / ms * 1000 for ms in run["dt_ms"]], "mfu": run["mfu"]}
 
@@ -153,7 +166,7 @@ def compare_training(args, checkout, workdir, data) -> list[dict]:
     base = their_base_dir(workdir, data_dir_of(data)) if checkout else None
     rows = []
     for shape in args.shapes.split(","):
-        first = TRAIN_SHAPES[shape][4]
+        first = TRAIN_SHAPES[shape][2]
         ours, theirs, ratios = [], [], []
         for i in range(args.rounds):
             def mine():
@@ -189,8 +202,7 @@ def our_decode(depth: int, threads: int, repeats: int) -> dict:
 
 
 def their_decode(checkout, python, depth, threads, dtype, repeats, head_dim) -> dict | None:
-    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-    env["NANOCHAT_DTYPE"] = dtype
+    env = their_env(NANOCHAT_DTYPE=dtype)
     argv = [depth, threads, repeats, DECODE["vocab_size"], DECODE["seq_len"], DECODE["prompt_tokens"],
             DECODE["decode_tokens"], head_dim]
     proc = subprocess.run([python, "-c", THEIR_DECODE_SCRIPT, *map(str, argv)], capture_output=True, text=True,
@@ -267,7 +279,8 @@ def main():
     print("\n| pretraining (seq 512, bf16 + compile) | public nanochat tok/s | ours tok/s | ours MFU | ratio |")
     print("|---|---|---|---|---|")
     for r in results.get("train", []):
-        depth, batch, tokens, _, _ = TRAIN_SHAPES[r["shape"]]
+        depth, batch, tokens = (shape_value(r["shape"], f) for f in ("--depth", "--device-batch-size",
+                                                                      "--total-batch-size"))
         theirs = f"{r['theirs_tok_s']:,.0f}" if r["theirs_tok_s"] else "-"
         ratio = f"{r['ratio']:.2f}x" if r["ratio"] else "-"
         print(f"| depth {depth}, head dim 64, device batch {batch}, {tokens:,} tokens/step | {theirs} | "

@@ -166,7 +166,7 @@ class TaskResult:
         return out
 
     def line(self) -> str:
-        pass_at_1 = (f"   pass@1 {self.sample_accuracy[0]:.4f} ± {self.sample_accuracy[1]:.4f}"
+        pass_at_1 = ("   pass@1 {:.4f} ± {:.4f}".format(*self.sample_accuracy)
                      if self.num_samples > 1 and self.n else "")
         return (f"{self.name:<14} {self.metric} {self.accuracy:.4f} ± {self.stderr:.4f}{pass_at_1}   centred "
                 f"{self.centred:+.4f} ± {self.centred_stderr:.4f}   baseline {self.baseline:.3f}   n {self.n}   "
