@@ -11,10 +11,25 @@ check, wherever it appears:
 Values are checked where the flag is defined (`type=cli.positive_int`, ...). A bad value ends the script with
 one line, `error: argument --device-batch-size: 0 is not a positive integer (see --help)`, and exit code 2:
 never a traceback from deep inside.
+
+Every script also takes `--config FILE`, a .yaml or .json file of flag values, so that an experiment can be kept
+next to its results (examples in examples/configs/):
+
+    depth: 6                  # keys are the flags' names (device-batch-size or device_batch_size)
+    device-batch-size: 16
+    compile: true             # a switch takes true / false
+
+Flags on the command line override the file. A key the script does not have, or a value its flag would refuse,
+is the same one-line error, naming the file and the key. A checkpoint's meta_*.json works as a config file too
+(its "user_config", the resolved flags the run was started with), which reruns that run.
 """
 
 import argparse
+import json
 import sys
+from pathlib import Path
+
+import yaml
 
 STAGES = ("base", "mid", "sft", "rl")
 
@@ -25,10 +40,85 @@ class Parser(argparse.ArgumentParser):
     def __init__(self, *args, **kwargs):
         kwargs.setdefault("formatter_class", argparse.ArgumentDefaultsHelpFormatter)
         super().__init__(*args, **kwargs)
+        self.add_argument("--config", metavar="FILE", default=None,
+                          help="a .yaml or .json file of flag values (keys: the flags' names; flags given here "
+                               "override it), or a checkpoint's meta_*.json to rerun its run")
 
     def error(self, message):
         sys.stderr.write(f"error: {message} (see {self.prog} --help)\n")
         sys.exit(2)
+
+    def parse_known_args(self, args=None, namespace=None):
+        args = sys.argv[1:] if args is None else list(args)
+        pre = argparse.ArgumentParser(add_help=False)
+        pre.add_argument("--config", default=None)
+        path = pre.parse_known_args(args)[0].config
+        if path:   # the file's values become the defaults, so that the command line still wins
+            self.set_defaults(**self._read_config(path))
+        namespace, extras = super().parse_known_args(args, namespace)
+        del namespace.config    # the resolved values are the configuration: a checkpoint saves those, not a path
+        return namespace, extras
+
+    def _read_config(self, path: str) -> dict:
+        """The file's values by dest, each checked and converted as its flag would be on the command line."""
+        try:
+            text = Path(path).read_text()
+            data = json.loads(text) if path.endswith(".json") else yaml.safe_load(text)
+        except (OSError, ValueError, yaml.YAMLError) as e:
+            self.error(f"--config {path}: cannot read it: {' '.join(str(e).split())}")   # (YAML's are multi-line)
+        if isinstance(data, dict) and isinstance(data.get("user_config"), dict):
+            data = data["user_config"]      # a checkpoint's meta JSON
+        if not isinstance(data, dict):
+            self.error(f"--config {path}: expected a mapping of flag names to values, got {type(data).__name__}")
+        actions = {}
+        for action in self._actions:
+            if action.dest not in ("help", "config"):
+                actions[action.dest] = action
+                for option in action.option_strings:
+                    actions[option.lstrip("-")] = action
+        values = {}
+        for key, value in data.items():
+            action = actions.get(str(key))
+            if action is None:
+                names = sorted({a.option_strings[-1] if a.option_strings else a.dest for a in actions.values()})
+                self.error(f"--config {path}: unknown key {key!r}; this script's keys are: "
+                           + ", ".join(n.lstrip("-") for n in names))
+            try:
+                values[action.dest] = _config_value(action, value)
+            except (argparse.ArgumentTypeError, ValueError, TypeError) as e:
+                self.error(f"--config {path}: key {key!r}: {e}")
+            action.required = False     # given by the file
+        return values
+
+
+def _config_value(action: argparse.Action, value):
+    """A config file's value for one flag, checked as argparse checks the flag's text."""
+    if value is None:
+        if action.default is None:
+            return None
+        raise ValueError(f"null is not allowed (the default is {action.default!r})")
+    if action.nargs == 0:           # a switch: store_true, store_false, --x/--no-x
+        if not isinstance(value, bool):
+            raise ValueError(f"{value!r} is not true or false")
+        return value
+    if action.nargs in ("+", "*") or isinstance(action.nargs, int):
+        if not isinstance(value, list):
+            raise ValueError(f"{value!r} is not a list")
+        return [_config_scalar(action, v) for v in value]
+    return _config_scalar(action, value)
+
+
+def _config_scalar(action: argparse.Action, value):
+    if isinstance(value, bool) and action.choices is not None and {"on", "off"} <= set(action.choices):
+        value = "on" if value else "off"    # YAML reads a bare on / off as true / false
+    if isinstance(value, bool):
+        raise ValueError(f"{value!r} is for a switch, and this flag is not one")
+    if isinstance(value, (list, dict)):
+        raise ValueError(f"{value!r} is not a single value")
+    converted = action.type(str(value)) if action.type else str(value)
+    if action.choices is not None and converted not in action.choices:
+        raise ValueError(f"{value!r} is not one of {', '.join(map(str, action.choices))}")
+    return converted
 
 
 def parser(description: str, epilog: str | None = None) -> Parser:
