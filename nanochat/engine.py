@@ -73,22 +73,32 @@ class KVCache:
     """Keys and values of every layer for `batch_size` rows and up to `seq_len` positions, allocated once.
 
     The model's attention layer i calls `k, v = cache.insert_kv(i, k, v)`: the new keys/values are written at the
-    current position and views of everything cached so far are returned. The position advances after the last
+    current position and views of the keys it attends to are returned. The position advances after the last
     layer's insert. A batch-1 insert into a batch-N cache fills every row (prefill once, then sample N times).
     The buffers are allocated at the first insert, with that insert's head count, head size and dtype.
+
+    windows[i] > 0 (a sliding-window layer): that layer keeps only its last windows[i] positions, in a ring, so its
+    memory stops growing at the window. It returns the ring (in ring order: a single new token attends to all of it,
+    and attention does not depend on the keys' order), or for several new tokens the cached keys inside their
+    window followed by the new ones, in order, for the layer's mask.
     """
 
-    def __init__(self, batch_size: int, seq_len: int, num_layers: int):
+    def __init__(self, batch_size: int, seq_len: int, num_layers: int, windows: list[int] | None = None):
         self.batch_size, self.seq_len, self.num_layers = batch_size, seq_len, num_layers
+        self.windows = list(windows) if windows else [0] * num_layers
+        if len(self.windows) != num_layers:
+            raise ValueError(f"{len(self.windows)} windows for {num_layers} layers")
         self.k = self.v = None
         self.pos = 0
 
     def _allocate(self, num_kv_heads, head_dim, device, dtype):
-        # One spare position: a view that ends exactly at the buffer's end is contiguous, a shorter one is not,
-        # and torch.compile would treat that last step as a new case and compile again.
-        shape = (self.num_layers, self.batch_size, num_kv_heads, self.seq_len + 1, head_dim)
-        self.k = torch.zeros(shape, device=device, dtype=dtype)
-        self.v = torch.zeros(shape, device=device, dtype=dtype)
+        # One spare position in a full layer: a view that ends exactly at the buffer's end is contiguous, a shorter
+        # one is not, and torch.compile would treat that last step as a new case and compile again.
+        def buffer(window):
+            length = min(window, self.seq_len) if window else self.seq_len + 1
+            return torch.zeros(self.batch_size, num_kv_heads, length, head_dim, device=device, dtype=dtype)
+        self.k = [buffer(w) for w in self.windows]
+        self.v = [buffer(w) for w in self.windows]
 
     def get_pos(self) -> int:
         return self.pos
@@ -102,12 +112,26 @@ class KVCache:
             raise RuntimeError(f"KV cache full: {end} positions needed, {self.seq_len} allocated")
         if B != 1 and B != self.batch_size:
             raise ValueError(f"KV cache has {self.batch_size} rows; got a batch of {B}")
-        # A batch-1 write broadcasts into all rows; attention then reads row 0 only (all rows are equal).
-        self.k[layer_idx, :, :, start:end] = k
-        self.v[layer_idx, :, :, start:end] = v
         if layer_idx == self.num_layers - 1:
             self.pos = end
-        return self.k[layer_idx, :B, :, :end], self.v[layer_idx, :B, :, :end]
+        # A batch-1 write broadcasts into all rows; attention then reads row 0 only (all rows are equal).
+        ck, cv, window = self.k[layer_idx], self.v[layer_idx], self.windows[layer_idx]
+        if not window:
+            ck[:, :, start:end] = k
+            cv[:, :, start:end] = v
+            return ck[:B, :, :end], cv[:B, :, :end]
+        W = ck.size(2)
+        if T == 1:
+            ck[:, :, start % W:start % W + 1] = k
+            cv[:, :, start % W:start % W + 1] = v
+            return ck[:B, :, :min(end, W)], cv[:B, :, :min(end, W)]
+        # Several new tokens: the cached positions the first of them can still see, oldest first, then the new.
+        seen = torch.arange(max(0, start - W + 1), start, device=k.device) % W
+        keys, values = torch.cat([ck[:B, :, seen], k], dim=2), torch.cat([cv[:B, :, seen], v], dim=2)
+        kept = torch.arange(max(start, end - W), end, device=k.device)
+        ck[:, :, kept % W] = k[:, :, kept - start]
+        cv[:, :, kept % W] = v[:, :, kept - start]
+        return keys, values
 
 
 # -----------------------------------------------------------------------------
@@ -241,7 +265,9 @@ class Engine:
         if max_tokens <= 0:
             return
         generator = torch.Generator(device=self.device).manual_seed(seed)
-        cache = KVCache(num_samples, len(tokens) + max_tokens, self.model.config.n_layer)
+        config = self.model.config
+        cache = KVCache(num_samples, len(tokens) + max_tokens, config.n_layer,
+                        [config.layer_window(i) for i in range(config.n_layer)])
 
         # Prefill once at batch 1: the cache copies its keys/values into every row.
         ids = torch.tensor([tokens], dtype=torch.long, device=self.device)

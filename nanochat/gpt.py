@@ -3,6 +3,9 @@ The GPT model: config, init, forward (training loss, logits, KV-cache decoding),
 
 Architecture (as in public nanochat): pre-norm decoder, RMSNorm without weights, rotary positions, QK-norm, grouped-query
 attention through n_kv_head, relu^2 MLP, no biases, untied embedding and lm_head, logits soft-capped at 15.
+Options (off by default; README.md has their measured bpb and speed): a SwiGLU MLP with as many parameters
+(mlp="swiglu"), and sliding-window attention (window=N: a query sees itself and the N-1 positions before it) in all
+layers or in a tiled pattern such as "SSSL" (S = windowed, L = full).
 The training loss fuses lm_head + soft-cap + cross-entropy in row chunks (ChunkedLinearCrossEntropy): the
 (tokens x vocab) logits never exist in full, which on a CPU saves far more memory traffic than it costs.
 
@@ -22,6 +25,7 @@ import torch.nn.functional as F
 SOFTCAP = 15.0         # logits = SOFTCAP * tanh(logits / SOFTCAP)
 ROTARY_BASE = 10000
 IGNORE_INDEX = -1      # targets equal to this are not trained on (padding, masked chat turns)
+MLP_KINDS = ("relu2", "swiglu")
 
 
 @dataclass
@@ -32,8 +36,17 @@ class GPTConfig:
     n_head: int = 6         # query heads
     n_kv_head: int = 6      # key/value heads (GQA/MQA when < n_head)
     n_embd: int = 768
+    mlp: str = "relu2"          # relu2 (hidden 4 x n_embd) or swiglu (hidden ~8/3 x n_embd: the same parameters)
+    window: int = 0             # sliding-window attention span in tokens (0 = full attention everywhere)
+    window_pattern: str = "S"   # tiled over the layers: S = windowed layer, L = full attention
 
     def __post_init__(self):
+        if self.mlp not in MLP_KINDS:
+            raise ValueError(f"mlp={self.mlp!r}: choose one of {', '.join(MLP_KINDS)}")
+        if self.window < 0:
+            raise ValueError(f"window={self.window} must be >= 0 (0 = full attention)")
+        if not self.window_pattern or set(self.window_pattern) - set("SL"):
+            raise ValueError(f"window_pattern={self.window_pattern!r} must be letters S (windowed) and L (full)")
         if self.n_embd % self.n_head:
             raise ValueError(f"n_embd={self.n_embd} is not divisible by n_head={self.n_head}")
         if self.n_kv_head < 1 or self.n_head % self.n_kv_head:
@@ -41,9 +54,20 @@ class GPTConfig:
         if (self.n_embd // self.n_head) % 2:
             raise ValueError(f"head dim {self.n_embd // self.n_head} must be even for rotary embeddings")
 
+    def layer_window(self, layer_idx: int) -> int:
+        """Attention span of layer layer_idx in tokens, 0 = full."""
+        windowed = self.window_pattern[layer_idx % len(self.window_pattern)] == "S"
+        return self.window if windowed and self.window < self.sequence_len else 0
+
+    def mlp_hidden(self) -> int:
+        """relu^2: 4 x width (2 matrices); SwiGLU: 3 matrices, so 8/3 x width, rounded to a multiple of 8 (SIMD-
+        friendly sizes; the MLP's parameters within 1% of relu^2's from width 128 up)."""
+        return 4 * self.n_embd if self.mlp == "relu2" else 8 * round(8 * self.n_embd / 3 / 8)
+
 
 def config_from_depth(depth: int, vocab_size: int, sequence_len: int, head_dim: int = 128,
-                      n_kv_head: int | None = None) -> GPTConfig:
+                      n_kv_head: int | None = None, **options) -> GPTConfig:
+    """options: mlp, window, window_pattern (GPTConfig's)."""
     """The one dial: width = 64 * depth, rounded up to a whole number of heads of head_dim."""
     if depth < 1:
         raise ValueError(f"depth must be >= 1, got {depth}")
@@ -55,7 +79,7 @@ def config_from_depth(depth: int, vocab_size: int, sequence_len: int, head_dim: 
         raise ValueError(f"n_kv_head={n_kv_head} must divide the number of heads ({n_head} at depth {depth}, "
                          f"head dim {head_dim})")
     return GPTConfig(sequence_len=sequence_len, vocab_size=vocab_size, n_layer=depth, n_head=n_head,
-                     n_kv_head=n_kv_head, n_embd=n_head * head_dim)
+                     n_kv_head=n_kv_head, n_embd=n_head * head_dim, **options)
 
 
 def _upcast(t):
@@ -74,10 +98,20 @@ def apply_rotary(x, cos, sin):
     return torch.cat([x1 * cos + x2 * sin, x2 * cos - x1 * sin], dim=-1)
 
 
+def attention_mask(Tq: int, Tk: int, window: int, device) -> torch.Tensor:
+    """(Tq, Tk) bool, True where query i may see key j, for the last Tq of Tk consecutive positions: causal, and
+    with window > 0 only the window - 1 keys before the query and itself."""
+    q = torch.arange(Tq, device=device)[:, None] + (Tk - Tq)       # positions, counted from the first key
+    k = torch.arange(Tk, device=device)[None, :]
+    allowed = k <= q
+    return allowed & (k > q - window) if window else allowed
+
+
 class CausalSelfAttention(nn.Module):
     def __init__(self, config: GPTConfig, layer_idx: int):
         super().__init__()
         self.layer_idx = layer_idx
+        self.window = config.layer_window(layer_idx)
         self.n_head, self.n_kv_head = config.n_head, config.n_kv_head
         self.head_dim = config.n_embd // config.n_head
         self.c_q = nn.Linear(config.n_embd, self.n_head * self.head_dim, bias=False)
@@ -98,26 +132,32 @@ class CausalSelfAttention(nn.Module):
             repeat = self.n_head // self.n_kv_head
             k, v = k.repeat_interleave(repeat, dim=1), v.repeat_interleave(repeat, dim=1)
         Tq, Tk = q.size(2), k.size(2)
-        if Tq == Tk:
+        if Tq == 1 and (not self.window or Tk <= self.window):
+            y = F.scaled_dot_product_attention(q, k, v)       # one new token sees the whole (windowed) cache
+        elif Tq == Tk and not self.window:
             y = F.scaled_dot_product_attention(q, k, v, is_causal=True)
-        elif Tq == 1:
-            y = F.scaled_dot_product_attention(q, k, v)       # one new token sees the whole cache
         else:
-            # Prefill after a prefix: every query sees the cached prefix plus the new tokens up to itself.
-            mask = torch.ones(Tq, Tk, dtype=torch.bool, device=q.device).tril(diagonal=Tk - Tq)
+            # A window, or prefill after a cached prefix: each query sees the keys the mask allows.
+            mask = attention_mask(Tq, Tk, self.window, q.device)
             y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
         y = y.transpose(1, 2).contiguous().view(B, T, C)
         return self.c_proj(y)
 
 
 class MLP(nn.Module):
+    """relu^2: c_proj(relu(c_fc x)^2). SwiGLU: c_proj(silu(c_gate x) * c_fc x)."""
+
     def __init__(self, config: GPTConfig):
         super().__init__()
-        self.c_fc = nn.Linear(config.n_embd, 4 * config.n_embd, bias=False)
-        self.c_proj = nn.Linear(4 * config.n_embd, config.n_embd, bias=False)
+        hidden = config.mlp_hidden()
+        self.c_fc = nn.Linear(config.n_embd, hidden, bias=False)
+        self.c_gate = nn.Linear(config.n_embd, hidden, bias=False) if config.mlp == "swiglu" else None
+        self.c_proj = nn.Linear(hidden, config.n_embd, bias=False)
 
     def forward(self, x):
-        return self.c_proj(F.relu(self.c_fc(x)).square())
+        if self.c_gate is None:
+            return self.c_proj(F.relu(self.c_fc(x)).square())
+        return self.c_proj(F.silu(self.c_gate(x)) * self.c_fc(x))
 
 
 class Block(nn.Module):
@@ -204,7 +244,9 @@ class GPT(nn.Module):
         nn.init.normal_(self.transformer.wte.weight, mean=0.0, std=1.0)
         nn.init.zeros_(self.lm_head.weight)
         for block in self.transformer.h:
-            for lin in (block.attn.c_q, block.attn.c_k, block.attn.c_v, block.mlp.c_fc):
+            for lin in (block.attn.c_q, block.attn.c_k, block.attn.c_v, block.mlp.c_fc, block.mlp.c_gate):
+                if lin is None:
+                    continue
                 fan_out, fan_in = lin.weight.shape
                 nn.init.normal_(lin.weight, mean=0.0, std=min(1.0, math.sqrt(fan_out / fan_in)) / math.sqrt(fan_in))
             nn.init.zeros_(block.attn.c_proj.weight)   # each block starts as the identity
@@ -289,10 +331,12 @@ class GPT(nn.Module):
 
     def estimate_flops(self) -> int:
         """Training FLOPs per token: 6 per weight used in a matmul (forward + backward; the embedding is a lookup)
-        plus attention scores and values, 12 * layers * heads * head_dim * context."""
+        plus attention scores and values, 12 * heads * head_dim * context per layer (a windowed layer's context is
+        its window)."""
         c = self.config
         n = self.num_params()
-        return 6 * (n["total"] - n["wte"]) + 12 * c.n_layer * c.n_head * (c.n_embd // c.n_head) * c.sequence_len
+        context = sum(c.layer_window(i) or c.sequence_len for i in range(c.n_layer))
+        return 6 * (n["total"] - n["wte"]) + 12 * c.n_head * (c.n_embd // c.n_head) * context
 
     def setup_optimizers(self, unembedding_lr=0.004, embedding_lr=0.2, matrix_lr=0.02, weight_decay=0.0,
                          ns_dtype=None):

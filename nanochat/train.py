@@ -30,6 +30,7 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 
 from nanochat.checkpoint_manager import find_last_step, load_checkpoint, save_checkpoint
 from nanochat.common import Compute, UserError, autocast_ctx, print0, synchronize
+from nanochat.gpt import GPTConfig
 from nanochat.optim import set_schedule
 
 # Compile pays back after a few hundred steps on a CPU (a cold compile costs a minute or more; see README.md), so
@@ -221,7 +222,11 @@ def resume(checkpoint_dir: str, which: str, model, optimizers, model_config: dic
     step = find_last_step(checkpoint_dir) if which == "latest" else int(which)
     model_data, optim_data, meta = load_checkpoint(checkpoint_dir, step, compute.device, load_optimizer=True)
     where = f"{checkpoint_dir}/meta_{step:06d}.json"
-    if meta["model_config"] != model_config:
+    try:
+        saved_config = asdict(GPTConfig(**meta["model_config"]))    # an older meta lacks the newer options' defaults
+    except (TypeError, ValueError):
+        saved_config = meta["model_config"]
+    if saved_config != model_config:
         raise UserError(f"{where} has model_config {meta['model_config']} "
                         f"but these flags build {model_config}: resume with the same --depth/--head-dim/...")
     model.load_state_dict(model_data)

@@ -31,7 +31,7 @@ from nanochat.checkpoint_manager import STAGE_DIRS
 from nanochat.common import UserError, autocast_ctx, compute_cleanup, compute_init, dtype_reason, get_base_dir, \
     get_wandb, peak_rss_bytes, print0
 from nanochat.dataloader import tokenizing_distributed_data_loader
-from nanochat.gpt import build_model, config_from_depth, measure_matmul_flops
+from nanochat.gpt import MLP_KINDS, build_model, config_from_depth, measure_matmul_flops
 from nanochat.loss_eval import evaluate_bpb
 from nanochat.tokenizer import get_token_bytes, get_tokenizer
 from nanochat.train import (LoopState, RunLength, TrainingRun, grad_accum_steps, save_training_checkpoint,
@@ -49,6 +49,14 @@ def parse_args(argv=None):
     p.add_argument("--head-dim", type=cli.positive_int, default=128, help="attention head dimension")
     p.add_argument("--n-kv-head", type=int, default=-1, help="key/value heads for GQA/MQA (-1 = same as query heads)")
     p.add_argument("--max-seq-len", type=cli.positive_int, default=512, help="context length in tokens")
+    p.add_argument("--mlp", choices=MLP_KINDS, default="relu2",
+                   help="MLP: relu2 (relu squared, 4x width) or swiglu (8/3x width: the same parameters)")
+    p.add_argument("--window", type=cli.nonneg_int, default=0,
+                   help="sliding-window attention: each token sees itself and the window-1 before it (0 = full "
+                        "attention); the KV cache of a windowed layer stops growing at the window")
+    p.add_argument("--window-pattern", default="S",
+                   help="which layers the window applies to, tiled over the layers: S = windowed, L = full "
+                        "(e.g. SSSL: three windowed layers, then one full)")
     # batch and length
     p.add_argument("--device-batch-size", type=cli.positive_int, default=8, help="sequences per forward/backward")
     p.add_argument("--total-batch-size", type=cli.int_or_off, default=8192,
@@ -111,7 +119,8 @@ def main(argv=None):
     # Model
     try:
         config = config_from_depth(args.depth, tokenizer.get_vocab_size(), args.max_seq_len, args.head_dim,
-                                   args.n_kv_head)
+                                   args.n_kv_head, mlp=args.mlp, window=args.window,
+                                   window_pattern=args.window_pattern)
     except ValueError as e:
         raise UserError(str(e))
     model = build_model(config, device)

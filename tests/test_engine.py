@@ -19,10 +19,12 @@ def tokenizer(byte_tok):
     return byte_tok
 
 
-def tiny_gpt(vocab_size, seq_len=96, n_kv_head=2, seed=0):
-    """A random GPT whose logits actually depend on the input (the real init zeroes the output projections)."""
+def tiny_gpt(vocab_size, seq_len=96, n_kv_head=2, seed=0, **options):
+    """A random GPT whose logits actually depend on the input (the real init zeroes the output projections).
+    options: GPTConfig's mlp, window, window_pattern."""
     torch.manual_seed(seed)
-    config = GPTConfig(sequence_len=seq_len, vocab_size=vocab_size, n_layer=3, n_head=4, n_kv_head=n_kv_head, n_embd=64)
+    config = GPTConfig(sequence_len=seq_len, vocab_size=vocab_size, n_layer=3, n_head=4, n_kv_head=n_kv_head, n_embd=64,
+                       **options)
     model = build_model(config, "cpu")
     with torch.no_grad():
         for p in model.parameters():
@@ -54,6 +56,31 @@ def test_cache_decoding_matches_full_forward(tokenizer, n_kv_head):
     torch.testing.assert_close(torch.cat(parts, dim=1), full, rtol=1e-4, atol=1e-4)
 
 
+# The model options (gpt.py): SwiGLU, a window in every layer, a window in two of three layers (pattern SSL). The
+# window (7) is shorter than both prefill chunks, so the second chunk reads the ring's prefix and the ring wraps.
+OPTIONS = {"swiglu": dict(mlp="swiglu"), "window": dict(window=7), "window-SSL": dict(window=7, window_pattern="SSL")}
+
+
+@pytest.mark.parametrize("options", OPTIONS.values(), ids=OPTIONS.keys())
+def test_cache_decoding_matches_full_forward_with_model_options(tokenizer, options):
+    model = tiny_gpt(tokenizer.get_vocab_size(), **options)
+    torch.manual_seed(1)
+    seq = torch.randint(0, 256, (2, 60))
+    with torch.inference_mode():
+        full = model(seq)
+        cache = KVCache(2, 60, model.config.n_layer, [model.config.layer_window(i) for i in range(3)])
+        parts = [model(seq[:, :12], kv_cache=cache), model(seq[:, 12:20], kv_cache=cache)]
+        parts += [model(seq[:, t:t + 1], kv_cache=cache) for t in range(20, 60)]
+    torch.testing.assert_close(torch.cat(parts, dim=1), full, rtol=1e-4, atol=1e-4)
+    lengths = [k.size(2) for k in cache.k]
+    assert lengths == [7 if model.config.layer_window(i) else 61 for i in range(3)], \
+        f"a windowed layer's cache must stop at its window: {lengths}"
+    # The engine (batch-1 prefill into 3 rows, then decoding) picks the tokens that full forward passes pick.
+    prompt = tokenizer.encode("The cat sat on the mat", prepend="<|bos|>")
+    engine = [col[0] for col, _ in Engine(model, tokenizer).generate(prompt, max_tokens=30, temperature=0.0)]
+    assert engine == list(model.generate(prompt, max_tokens=len(engine), temperature=0.0))
+
+
 def test_prefill_once_then_n_samples_match_full_forward(tokenizer, model):
     """Batch-1 prefill fills all N rows; each row then decodes its own tokens and must match its own full pass."""
     torch.manual_seed(2)
@@ -79,9 +106,12 @@ def test_engine_greedy_equals_naive_generation(tokenizer, model):
 
 
 @pytest.mark.slow
-def test_compiled_decode_equals_eager(tokenizer, model):
+@pytest.mark.parametrize("options", [{}, OPTIONS["window-SSL"]], ids=["default", "window-SSL"])
+def test_compiled_decode_equals_eager(tokenizer, options):
     """The compiled batch-1 decode step (chat_web's default) picks the same greedy tokens as the eager model, over
-    cache lengths that grow each step (one dynamic-shape compile, not one per length)."""
+    cache lengths that grow each step (one dynamic-shape compile, not one per length) and, with a window, past
+    the point where its ring wraps."""
+    model = tiny_gpt(tokenizer.get_vocab_size(), **options)
     prompt = tokenizer.encode("The cat sat on")
     eager = [col[0] for col, _ in Engine(model, tokenizer).generate(prompt, max_tokens=24, temperature=0.0)]
     compiled = [col[0] for col, _ in Engine(model, tokenizer, compile=True).generate(prompt, max_tokens=24,

@@ -97,6 +97,28 @@ def test_gqa_and_mqa_shapes(n_kv_head):
         config_from_depth(2, V, 16, head_dim=32, n_kv_head=3)
 
 
+def test_a_window_hides_the_tokens_before_it():
+    """window 4, one layer: position 9 sees positions 6..9; changing 5 leaves it alone, changing 6 does not."""
+    model = random_gpt(seed=0, sequence_len=16, vocab_size=V, n_layer=1, n_head=2, n_kv_head=2, n_embd=16, window=4)
+    idx = torch.randint(0, V, (1, 16))
+    with torch.no_grad():
+        base = model(idx)[0, 9]
+        for position, visible in [(5, False), (6, True)]:
+            changed = idx.clone()
+            changed[0, position] = (idx[0, position] + 1) % V
+            assert torch.equal(model(changed)[0, 9], base) != visible, position
+
+
+@pytest.mark.parametrize("width", [128, 256, 384, 512])
+def test_swiglu_has_relu2s_parameter_count(width):
+    relu2 = config_from_depth(width // 64, V, 16, head_dim=64)
+    swiglu = config_from_depth(width // 64, V, 16, head_dim=64, mlp="swiglu")
+    n = [sum(p.numel() for p in build_model(c, "meta").transformer.h[0].mlp.parameters()) for c in (relu2, swiglu)]
+    assert abs(n[1] / n[0] - 1) < 0.01, n
+    with pytest.raises(ValueError, match="mlp='gelu'"):
+        config_from_depth(2, V, 16, mlp="gelu")
+
+
 class TinyKVCache:
     """The KV-cache contract of nanochat/engine.py, in its simplest form (a growing list of tensors)."""
 

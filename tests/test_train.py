@@ -151,3 +151,18 @@ def test_core_metric_during_training_equals_base_eval(base_dir, capsys):
     evaluated = base_eval.main(["--max-per-task", "5"])
     assert evaluated["core"] == pytest.approx(meta["loop_state"]["task_metric"], abs=1e-9)
     assert f"{evaluated['line']} |" in core_lines[-1]
+
+
+@pytest.mark.slow
+def test_model_options_are_trained_saved_and_loaded(base_dir):
+    """--mlp swiglu --window 16 --window-pattern SL: in the checkpoint's model_config, and the loaded model is the
+    trained one (its val loss as training measured it)."""
+    from nanochat.checkpoint_manager import load_model
+    out = base_train.main(TINY + ["--data", str(base_dir / "corpus.txt"), "--num-iterations", "2",
+                                  "--total-batch-size", "256", "--mlp", "swiglu", "--window", "16",
+                                  "--window-pattern", "SL"])
+    model, _, meta = load_model("base", "cpu", phase="eval")
+    assert (meta["model_config"]["mlp"], meta["model_config"]["window"], meta["model_config"]["window_pattern"]) \
+        == ("swiglu", 16, "SL")
+    assert [model.config.layer_window(i) for i in range(2)] == [16, 0]
+    assert model.transformer.h[0].mlp.c_gate is not None and out["step"] == 2
