@@ -41,6 +41,9 @@ VARIANTS = {
     "int8-2t": "as int8, with 2 torch threads",
     "int8-2t-passive": "as int8-2t, with OMP_WAIT_POLICY=PASSIVE (idle OpenMP threads sleep instead of spinning)",
     "int8+compile-2t": "as int8+compile, with 2 torch threads",
+    "onnx": "the model exported to ONNX (fp32, KV cache as inputs/outputs: nanochat/export.py) in ONNX Runtime",
+    "openvino": "the same graphs as OpenVINO IR, OpenVINO's CPU defaults (bf16 inference where the CPU has it)",
+    "openvino-f32": "as openvino, with its inference precision held at fp32",
 }
 
 
@@ -59,6 +62,13 @@ def build_engine(depth, variant, args):
         model.to(torch.bfloat16)
     if variant.startswith("int8"):
         quantize_int8(model, torch.bfloat16)
+    if variant.startswith(("onnx", "openvino")):
+        import tempfile
+        from nanochat.export import ExportedModel, export_model
+        backend, folder = variant.split("-")[0], tempfile.mkdtemp(prefix="bench_infer_")
+        export_model(model, tokenizer, folder, backend, {"stage": "bench"})     # (part of the warm-up time)
+        model = ExportedModel(folder, backend, threads=torch.get_num_threads(),
+                              precision="f32" if variant.endswith("-f32") else None)
     engine = Engine(model, tokenizer, compile=variant.endswith("compile"))
     if variant.endswith("-pywrapper"):
         engine.decode_model = torch.compile(model, dynamic=True)

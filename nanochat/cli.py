@@ -206,6 +206,9 @@ def add_inference_args(p, compile_default: bool):
                         "see README.md for when 2 pays)")
     g.add_argument("--compile", action=argparse.BooleanOptionalAction, default=compile_default,
                    help="torch.compile the batch-1 decode step (slower start, faster replies; eager if it fails)")
+    g.add_argument("--backend", choices=["torch", "onnx", "openvino"], default="torch",
+                   help="run the model in torch, or its export (python -m scripts.export) in ONNX Runtime or "
+                        "OpenVINO (fp32 graphs: --dtype, --quantize and --compile are torch's)")
 
 
 def add_sampling_args(p, temperature_default: float = 0.6):

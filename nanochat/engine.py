@@ -399,5 +399,8 @@ def load_engine(source: str | None, model_tag: str | None, step: int | None, dev
 
 def load_engine_from_args(args, device) -> tuple[Engine, str]:
     """load_engine with the flags of cli.add_checkpoint_args and cli.add_inference_args."""
+    if args.backend != "torch":
+        from nanochat.export import load_exported_engine
+        return load_exported_engine(args.source, args.model_tag, args.step, args.backend, args.threads)
     return load_engine(args.source, args.model_tag, args.step, device, args.dtype, args.quantize, args.compile,
                        threads=args.threads)

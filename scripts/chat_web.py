@@ -566,7 +566,7 @@ def main(argv=None):
     from nanochat.engine import load_engine_from_args
     device = compute_init(args.device_type).device
     engine, name = load_engine_from_args(args, device)
-    if args.compile:
+    if args.compile and args.backend == "torch":
         logger.info("compiling the decode step (one short generation)...")
         try:
             engine.generate_batch(engine.tokenizer.encode("hello", prepend="<|bos|>"), max_tokens=4, temperature=0.0)
