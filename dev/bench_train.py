@@ -9,6 +9,7 @@ nanochat.dataset --offline). Hold /tmp/bench.lock so two benchmarks never share 
     flock /tmp/bench.lock python -m dev.bench_train --time-budget 14 --only none   # 14-minute d4 run, its val bpb
     python -m dev.bench_train --shapes "d6 b32" --modes bfloat16:on --steps 2 --profile  # where a step's time goes
     git worktree add /tmp/old HEAD~3 && python -m dev.bench_train --against /tmp/old --rounds 2   # old code vs new
+    flock /tmp/bench.lock python -m dev.bench_train --only none --options-minutes 3     # the model options' bpb
 
 Each throughput row is the median step time over --steps steps after --warmup steps (compile happens in the
 warmup; its cost is the 'first steps' column). Checkpoints go to a temporary base dir and are deleted.
@@ -18,6 +19,8 @@ taking turns on the same real batches; the median of the per-round ratios is rob
 --against DIR compares with another checkout of this project (an older commit): every row runs there and here in
 turn (ABBA order), --rounds times, and the table gains the baseline's ms/step and the median over rounds of the
 speed ratio (their ms/step / ours, > 1 = this checkout is faster).
+--options-minutes M trains each model option (OPTIONS: SwiGLU, sliding windows) next to the defaults, at the
+d4 b8 and d6 b32 shapes, M minutes each (bf16, compiled), and reports steps, tok/s and val bpb on the same 1M tokens.
 The last line is all results as JSON ("RESULTS {...}").
 """
 
@@ -50,6 +53,10 @@ SHAPES = {
     "d6 ours": ["--depth", "6", "--head-dim", "128", "--max-seq-len", "512", "--device-batch-size", "8",
                 "--total-batch-size", "16384"],
 }
+# The model options of gpt.py against the defaults (relu^2 MLP, full attention). Window 128 is a quarter of the
+# 512-token context; SSSL keeps one full-attention layer in four.
+OPTIONS = {"defaults": [], "swiglu": ["--mlp", "swiglu"], "window 128": ["--window", "128"],
+           "window 128 SSSL": ["--window", "128", "--window-pattern", "SSSL"]}
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 STEP_RE = re.compile(r"^step (\d+) .*\| loss ([\d.]+) .*\| dt (\d+)ms \| tok/s ([\d,]+) \| mfu ([\d.]+)%")
 
@@ -139,6 +146,10 @@ def main():
     p.add_argument("--profile", action="store_true", help="print an operator profile of one compiled step per shape")
     p.add_argument("--against", default="", help="another checkout of this project to compare each row with")
     p.add_argument("--rounds", type=int, default=1, help="with --against: runs of each row per checkout, in ABBA order")
+    p.add_argument("--options-minutes", type=float, default=-1,
+                   help="train each of OPTIONS for this many minutes at d4 b8 and d6 b32: steps, tok/s, val bpb "
+                        "(-1 = off)")
+    p.add_argument("--options-shapes", default="d4 b8,d6 b32", help="SHAPES rows for --options-minutes")
     args = p.parse_args()
     if args.against and not os.path.isfile(os.path.join(args.against, "scripts", "base_train.py")):
         raise SystemExit(f"error: --against {args.against}: no scripts/base_train.py there (give a checkout)")
@@ -227,6 +238,23 @@ def main():
               f"log {r['log']}")
         results["time_budget"] = {"minutes": args.time_budget, "steps": len(r["dt_ms"]), "val_bpb": r["val_bpb"],
                                   "median_ms_per_step": statistics.median(r["dt_ms"])}
+    if args.options_minutes > 0:
+        results["options"] = []
+        print(f"\nmodel options, {args.options_minutes:g} minutes each (bf16, compiled; val bpb on 1M tokens):")
+        for shape in args.options_shapes.split(","):
+            for name, option_flags in OPTIONS.items():
+                flags = SHAPES[shape] + ["--time-budget", str(args.options_minutes), "--eval-every", "-1",
+                                         "--eval-tokens", "1048576", "--compile", "on", *option_flags, *extra]
+                r = run_base_train(flags, "bfloat16", workdir, f"options_{shape.replace(' ', '_')}_{name}.log")
+                tokens = int(SHAPES[shape][SHAPES[shape].index("--total-batch-size") + 1])
+                row = {"shape": shape, "option": name, "steps": len(r["dt_ms"]), "val_bpb": r["val_bpb"],
+                       "tok_per_s": round(tokens / statistics.median(r["dt_ms"][3:]) * 1000)}
+                results["options"].append(row)
+                print(f"  {shape} {name}: {row['steps']} steps, {row['tok_per_s']:,} tok/s (median after 3), "
+                      f"val bpb {row['val_bpb']:.4f}", flush=True)
+        print("\n| shape | option | steps | tok/s | val bpb |\n|---|---|---|---|---|")
+        for row in results["options"]:
+            print(f"| {row['shape']} | {row['option']} | {row['steps']} | {row['tok_per_s']:,} | {row['val_bpb']:.4f} |")
     print("RESULTS " + json.dumps(results))
 
 
