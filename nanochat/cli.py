@@ -29,8 +29,6 @@ import json
 import sys
 from pathlib import Path
 
-import yaml
-
 STAGES = ("base", "mid", "sft", "rl")
 
 
@@ -61,6 +59,7 @@ class Parser(argparse.ArgumentParser):
 
     def _read_config(self, path: str) -> dict:
         """The file's values by dest, each checked and converted as its flag would be on the command line."""
+        import yaml     # here, not at the top: the Space serves with a smaller set of packages (no PyYAML)
         try:
             text = Path(path).read_text()
             data = json.loads(text) if path.endswith(".json") else yaml.safe_load(text)
