@@ -25,9 +25,6 @@ import torch
 
 from nanochat.common import UserError
 
-BACKENDS = ("torch", "onnx", "openvino")
-
-
 class _ConcatCache:
     """The KV-cache contract of the model (engine.KVCache's) over stacked past tensors: each layer's new keys are
     appended to its past ones, and the results are the graph's outputs."""

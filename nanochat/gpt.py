@@ -67,8 +67,8 @@ class GPTConfig:
 
 def config_from_depth(depth: int, vocab_size: int, sequence_len: int, head_dim: int = 128,
                       n_kv_head: int | None = None, **options) -> GPTConfig:
-    """options: mlp, window, window_pattern (GPTConfig's)."""
-    """The one dial: width = 64 * depth, rounded up to a whole number of heads of head_dim."""
+    """The one dial: width = 64 * depth, rounded up to a whole number of heads of head_dim. options: GPTConfig's
+    mlp, window, window_pattern."""
     if depth < 1:
         raise ValueError(f"depth must be >= 1, got {depth}")
     if head_dim < 2 or head_dim % 2:
