@@ -68,14 +68,14 @@ def _spelling_bee():
     return SpellingBee(SpellingBee.eval_split, size=SPELLING_BEE_SIZE)
 
 
-def _arithmetic():
+def _arithmetic(scale: float = 1):
     from tasks.arithmetic import ArithmeticProblems
-    return ArithmeticProblems(ArithmeticProblems.eval_split, size=ARITHMETIC_SIZE)
+    return ArithmeticProblems(ArithmeticProblems.eval_split, size=ARITHMETIC_SIZE, scale=scale)
 
 
 # Every task, each built on its evaluated split (tasks are imported only when used: MMLU takes seconds). ChatCORE
-# averages the first six, as public nanochat's; Arithmetic (generated word problems with the calculator, what
-# chat_rl trains on) is reported beside it.
+# averages the first six, as public nanochat's; Arithmetic (generated word problems with the calculator, as mid/SFT
+# train on) and Arithmetic-x3 (the same with numbers up to 3x larger, what chat_rl trains on) are reported beside it.
 TASKS = {
     "ARC-Easy": lambda: _arc("ARC-Easy"),
     "ARC-Challenge": lambda: _arc("ARC-Challenge"),
@@ -84,6 +84,7 @@ TASKS = {
     "HumanEval": _humaneval,
     "SpellingBee": _spelling_bee,
     "Arithmetic": _arithmetic,
+    "Arithmetic-x3": lambda: _arithmetic(scale=3),
 }
 CHATCORE_TASKS = ["ARC-Easy", "ARC-Challenge", "MMLU", "GSM8K", "HumanEval", "SpellingBee"]
 

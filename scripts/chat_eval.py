@@ -1,7 +1,8 @@
 """
 Evaluate a chat model on ARC-Easy, ARC-Challenge, MMLU (multiple choice), GSM8K, HumanEval and SpellingBee
 (generated answers), and report ChatCORE, the mean centred accuracy over those run; Arithmetic (generated word
-problems with the calculator, chat_rl's task) is scored beside them.
+problems with the calculator, as mid/SFT train on) and Arithmetic-x3 (their numbers up to 3x larger, chat_rl's task)
+are scored beside them.
 
     python -m scripts.chat_eval -i sft                              # every task, every problem
     python -m scripts.chat_eval -i sft -a ARC-Easy,MMLU --max-problems 200

@@ -7,7 +7,7 @@ and pass@k are measured every --eval-every steps and at the end.
 
 CPU, a depth-4 SFT model, 5 minutes of RL steps (evals excluded), then a look at the result:
     python -m scripts.chat_rl
-    python -m scripts.chat_eval -i rl -a GSM8K --max-problems 100
+    python -m scripts.chat_eval -i rl -a Arithmetic-x3,Arithmetic --temperature 1 --max-tokens 128
 A fixed number of steps, more samples per question, from the mid-training checkpoint instead of SFT:
     python -m scripts.chat_rl --num-iterations 200 --num-samples 16 --source mid
 Resume the latest RL checkpoint of the same model (or --resume 120 for a given step):
@@ -17,12 +17,14 @@ One GPU: python -m scripts.chat_rl --device-type cuda --examples-per-step 16 --m
 RL runs in one process (no torchrun: under torchrun it stops with an error). Rollouts are batch-k decoding of one
 prompt, which a single process keeps busy on every core.
 
-Data: training questions are tasks.arithmetic.ArithmeticProblems('train') (generated; a question is train or test
-by a hash of its text, so held-out questions never appear in training) and SpellingBee('train') letter counting
-(its test words are never trained on; --no-spelling-bee leaves it out), mixed with GSM8K's train split when the
-Hugging Face hub answers (--gsm8k auto; offline GSM8K has no train split and RL uses arithmetic alone, and says
-so). Held out: ArithmeticProblems('test'), and GSM8K test when GSM8K trains. pass@1 is the mean over the k
-samples per problem, pass@k whether any passed; --eval-greedy adds greedy pass@1. Held-out SpellingBee('test') too.
+Data: training questions are tasks.arithmetic.ArithmeticProblems('train', scale=3) (generated; a question is train
+or test by a hash of its text, so held-out questions never appear in training; scale 3: numbers up to three times
+larger than mid and SFT train on, which a small SFT model solves only sometimes, while a group whose replies all pass
+or all fail teaches nothing) and SpellingBee('train') letter counting (its test words are never trained on;
+--no-spelling-bee leaves it out), mixed with GSM8K's train split when the Hugging Face hub answers (--gsm8k auto;
+offline GSM8K has no train split and RL goes on without it, and says so). Held out: ArithmeticProblems('test') at
+scale 3 and at scale 1, SpellingBee('test'), and GSM8K test when GSM8K trains. pass@1 is the mean over the k samples
+per problem, pass@k whether any passed; --eval-greedy adds greedy pass@1.
 
 Checkpoints: <base>/chatrl_checkpoints/<model tag>/ (model tag = the source's, e.g. d4); their meta holds the loop
 state (step, train time, position in the shuffled training questions) and every held-out evaluation so far.
@@ -67,10 +69,12 @@ def parse_args(argv=None):
                    help="replies per forward/backward of the policy-gradient pass")
     p.add_argument("--train-problems", type=cli.positive_int, default=20000,
                    help="generated training questions per task (the stream wraps around after all of them)")
+    p.add_argument("--arithmetic-scale", type=float, default=3,
+                   help="the training arithmetic's given numbers range up to this many times larger than those mid "
+                        "and SFT train on (1 = the same problems): SFT solves those only sometimes, which is what RL "
+                        "learns from; held out: this scale and scale 1")
     p.add_argument("--spelling-bee", action=argparse.BooleanOptionalAction, default=True,
-                   help="mix SpellingBee letter counting into the training questions (and the held-out ones): "
-                        "SFT leaves the calculator-driven arithmetic at its ceiling, so it alone gives RL little "
-                        "to learn")
+                   help="mix SpellingBee letter counting into the training questions (and the held-out ones)")
     p.add_argument("--gsm8k", choices=["auto", "on", "off"], default="auto",
                    help="mix GSM8K's train split into the training questions: auto = when the hub answers, on = "
                         "required, off = arithmetic only")
@@ -90,6 +94,8 @@ def parse_args(argv=None):
     args = p.parse_args(argv)
     if args.num_samples < 2:
         p.error("--num-samples must be at least 2: the advantage is a reply's reward relative to its group's mean")
+    if args.arithmetic_scale < 1:
+        p.error(f"--arithmetic-scale must be at least 1, got {args.arithmetic_scale:g}")
     if args.temperature == 0:
         p.error("--temperature 0 samples the same reply num_samples times: every advantage would be 0")
     if args.num_iterations == -1 and args.time_budget == -1:
@@ -104,7 +110,8 @@ def build_tasks(args) -> tuple:
     """-> (training mixture, held-out tasks): arithmetic (+ GSM8K train when available) and their test splits."""
     from tasks.arithmetic import ArithmeticProblems
     from tasks.common import TaskMixture
-    train, held_out = [ArithmeticProblems("train", size=args.train_problems, seed=args.seed)], []
+    scale = args.arithmetic_scale
+    train, held_out = [ArithmeticProblems("train", size=args.train_problems, seed=args.seed, scale=scale)], []
     if args.spelling_bee:
         from tasks.spellingbee import SpellingBee
         train.append(SpellingBee("train", size=args.train_problems, seed=args.seed))
@@ -120,7 +127,8 @@ def build_tasks(args) -> tuple:
         else:
             train.append(gsm8k)
             held_out.append(GSM8K("test"))
-    held_out.insert(0, ArithmeticProblems("test", size=args.eval_problems, seed=args.seed))
+    held_out[:0] = [ArithmeticProblems("test", size=args.eval_problems, seed=args.seed, scale=s)
+                    for s in dict.fromkeys([scale, 1])]      # the trained scale, and SFT's (does RL keep it?)
     return TaskMixture(train, seed=args.seed), held_out
 
 

@@ -3,7 +3,8 @@ Arithmetic word problems with calculator tool calls: generated, seeded stand-in 
 (which no registry package carries) and the reward source for RL. Solutions are written like GSM8K's, with
 calculator steps <<3*12=36>> that become python / python_output parts, and end with "#### N". Thirteen
 templates: six two-step ones, and seven with three or four steps, an irrelevant number, a division, or an order
-that runs backwards from the question's (what keeps a small model's score off the ceiling, so RL has room).
+that runs backwards from the question's. `scale` widens the range of the given numbers (scale 3: up to three times
+larger than mid-training and SFT see): a depth-4 SFT model solves those only sometimes, which is where RL has room.
 
 Train and test never share a question: a question belongs to the test split when the CRC32 of its text is 0 mod
 10, else to train (the parameter ranges are small, so separate random streams alone would repeat ~8% of test
@@ -26,7 +27,7 @@ ITEMS = ["apples", "stickers", "marbles", "pencils", "cookies", "cards", "stamps
 def _packs(rng):
     n, item = rng.choice(NAMES), rng.choice(ITEMS)
     a, b = rng.randint(2, 12), rng.randint(3, 25)
-    c = rng.randint(1, a * b - 1)
+    c = rng.randrange(1, a * b)
     q = f"{n} buys {a} packs of {item} with {b} {item} in each pack, then gives away {c}. How many {item} " \
         f"does {n} have left?"
     s = f"{n} buys {a} * {b} = <<{a}*{b}={a * b}>>{a * b} {item}.\nAfter giving away {c}, {n} has " \
@@ -102,7 +103,7 @@ def _change(rng):
     n = rng.choice(NAMES)
     x, p, y, r = rng.randint(2, 6), rng.randint(2, 9), rng.randint(2, 6), rng.randint(1, 7)
     cost = x * p + y * r
-    bill = next(v for v in (20, 50, 100) if v > cost)
+    bill = next(v for v in (20, 50, 100, 200, 500, 1000, 2000, 5000, 10000) if v > cost)
     q = f"{n} buys {x} notebooks at ${p} each and {y} pens at ${r} each, and pays with a ${bill} bill. " \
         f"How much change does {n} get?"
     s = f"The notebooks cost {x} * {p} = $<<{x}*{p}={x * p}>>{x * p}.\nThe pens cost {y} * {r} = " \
@@ -156,13 +157,26 @@ def _half(rng):
 def _savings(rng):
     n = rng.choice(NAMES)
     a, b, c = rng.randint(3, 20), rng.randint(2, 10), rng.randint(5, 50)
-    d = rng.randint(5, a * b + c - 1)
+    d = rng.randrange(5, a * b + c)
     q = f"{n} already has ${c} and saves ${a} every week for {b} weeks. Then {n} buys a game for ${d}. " \
         f"How many dollars does {n} have left?"
     s = f"{n} saves {a} * {b} = $<<{a}*{b}={a * b}>>{a * b}.\nWith what {n} had: {a * b} + {c} = " \
         f"$<<{a * b}+{c}={a * b + c}>>{a * b + c}.\nAfter the game: {a * b + c} - {d} = " \
         f"$<<{a * b + c}-{d}={a * b + c - d}>>{a * b + c - d}."
     return q, s, a * b + c - d
+
+
+class ScaledDraws(random.Random):
+    """A random stream whose randint draws a problem's given numbers from ranges `scale` times wider (upper bound x
+    scale). The templates draw numbers that must stay below others (what is given away, what is spent) with
+    randrange, which this leaves exact; at scale 1 the draws are random.Random's."""
+
+    def __init__(self, seed: str, scale: float):
+        super().__init__(seed)
+        self.scale = scale
+
+    def randint(self, a: int, b: int) -> int:
+        return super().randint(a, max(a, round(b * self.scale)))
 
 
 TEMPLATES = [_packs, _wages, _shopping, _farm, _reading, _temperature,
@@ -178,19 +192,23 @@ class ArithmeticProblems(Task):
     name = "Arithmetic"
     eval_type = "generative"
 
-    def __init__(self, split: str, size: int = 1000, seed: int = 42):
+    def __init__(self, split: str, size: int = 1000, seed: int = 42, scale: float = 1):
         super().__init__(split)
         if split == "validation":
             raise ValueError("Arithmetic has train and test splits only")
         if size <= 0:
             raise ValueError(f"Arithmetic: size must be positive, got {size}")
-        self.size, self.seed = size, seed
+        if scale < 1:
+            raise ValueError(f"Arithmetic: scale must be at least 1, got {scale}")
+        self.size, self.seed, self.scale = size, seed, scale
+        if scale != 1:      # larger numbers than mid/SFT train on: a task of its own in every report
+            self.name = f"Arithmetic-x{scale:g}"
 
     def num_examples(self) -> int:
         return self.size
 
     def get_example(self, index: int) -> dict:
-        rng = random.Random(f"arith-{self.seed}-{self.split}-{index}")
+        rng = ScaledDraws(f"arith-{self.seed}-{self.split}-{index}", self.scale)
         while True:  # draw until the question falls in this split (about 10 draws for test, 1.1 for train)
             question, solution, answer = rng.choice(TEMPLATES)(rng)
             if split_of(question) == self.split:

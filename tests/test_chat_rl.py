@@ -205,6 +205,17 @@ def test_bad_input_gives_one_line(base_dir, capsys):
     assert "--num-samples must be at least 2" in one_line_error(["--num-samples", "1"], capsys)
     assert "--temperature 0 samples the same reply" in one_line_error(["--temperature", "0"], capsys)
     assert "no run length" in one_line_error(["--time-budget", "-1"], capsys)
+    assert "--arithmetic-scale must be at least 1" in one_line_error(["--arithmetic-scale", "0.5"], capsys)
     assert "--source: invalid choice: 'final'" in one_line_error(["--source", "final"], capsys)
     line = one_line_error(["--device-type", "cpu"], capsys)             # no sft checkpoint in the temp base dir
     assert line.startswith("error: no checkpoints in ") and "chatsft_checkpoints" in line
+
+
+def test_training_arithmetic_is_the_larger_scale_and_both_scales_are_held_out():
+    """RL trains on problems with numbers up to 3x larger than SFT's (where SFT is sometimes right) and checks both."""
+    mixture, held_out = chat_rl.build_tasks(chat_rl.parse_args(["--no-spelling-bee", "--gsm8k", "off"]))
+    assert [t.name for t in mixture.tasks] == ["Arithmetic-x3"] and not mixture.tasks[0].is_evaluated_split
+    assert [(t.name, t.split) for t in held_out] == [("Arithmetic-x3", "test"), ("Arithmetic", "test")]
+    _, held_out = chat_rl.build_tasks(chat_rl.parse_args(["--no-spelling-bee", "--gsm8k", "off",
+                                                          "--arithmetic-scale", "1"]))
+    assert [t.name for t in held_out] == ["Arithmetic"]

@@ -10,6 +10,7 @@ import io
 import json
 import operator
 import pickle
+import re
 import zipfile
 
 import pyarrow as pa
@@ -356,8 +357,9 @@ def _calc(expr: str) -> int:
     return ev(ast.parse(expr, mode="eval").body)
 
 
-def test_arithmetic_problems_are_correct():
-    train, test = ArithmeticProblems("train", size=300), ArithmeticProblems("test", size=300)
+@pytest.mark.parametrize("scale", [1, 3])
+def test_arithmetic_problems_are_correct(scale):
+    train, test = ArithmeticProblems("train", size=300, scale=scale), ArithmeticProblems("test", size=300, scale=scale)
     assert [e["messages"][0]["content"] for e in train[:20]] != [e["messages"][0]["content"] for e in test[:20]]
     for ex in list(train) + list(test):
         parts = ex["messages"][1]["content"]
@@ -371,12 +373,27 @@ def test_arithmetic_problems_are_correct():
     assert test.is_evaluated_split and not train.is_evaluated_split
 
 
-def test_arithmetic_train_never_contains_a_test_question():
-    train = {e["messages"][0]["content"] for e in ArithmeticProblems("train", size=5000)}
-    test = {e["messages"][0]["content"] for e in ArithmeticProblems("test", size=500)}
+@pytest.mark.parametrize("scale", [1, 3])
+def test_arithmetic_train_never_contains_a_test_question(scale):
+    train = {e["messages"][0]["content"] for e in ArithmeticProblems("train", size=5000, scale=scale)}
+    test = {e["messages"][0]["content"] for e in ArithmeticProblems("test", size=500, scale=scale)}
     assert len(test) > 400 and not train & test
     with pytest.raises(ValueError, match="train and test"):
         ArithmeticProblems("validation")
+
+
+def test_arithmetic_scale_widens_the_given_numbers_only():
+    """Scale 3 draws larger numbers (its own task name), keeps every problem's story sensible (nothing given away
+    or spent beyond what there is: no negative counts except temperatures), and scale 1 is the default's problems."""
+    default, same = ArithmeticProblems("test", size=200), ArithmeticProblems("test", size=200, scale=1)
+    assert list(default) == list(same) and same.name == "Arithmetic"
+    large = ArithmeticProblems("test", size=400, scale=3)
+    assert large.name == "Arithmetic-x3"
+    numbers = lambda task: [int(n) for e in task for n in re.findall(r"\d+", e["messages"][0]["content"])]
+    assert max(numbers(large)) > 2 * max(numbers(default))
+    assert all(int(e["answer"]) >= 0 for e in large if "temperature" not in e["messages"][0]["content"])
+    with pytest.raises(ValueError, match="scale must be at least 1"):
+        ArithmeticProblems("test", scale=0.5)
 
 
 @pytest.mark.network
