@@ -13,7 +13,7 @@ import torch
 from conftest import tiny_gpt
 from nanochat import chat_eval, report
 from nanochat.checkpoint_manager import load_checkpoint, save_checkpoint
-from scripts import chat_sft, mid_train
+from scripts import chat_rl, chat_sft, mid_train
 from tasks.common import Task, TaskMixture
 
 SEQ_LEN = 64
@@ -89,7 +89,7 @@ def test_sft_starts_from_mid_and_runs_chat_eval(tiny_stages, monkeypatch, capsys
 
 
 def test_no_training_mixture_holds_an_evaluated_split(monkeypatch):
-    """Build both stages' real mixture definitions with every task class replaced by a recorder, and check each
+    """Build the three stages' real mixture definitions with every task class replaced by a recorder, and check each
     (task, split) against the split chat_eval scores for that task (TASKS' own builders, recorded the same way)."""
     built = []
 
@@ -122,6 +122,9 @@ def test_no_training_mixture_holds_an_evaluated_split(monkeypatch):
         built.clear()
         script.mixtures(1.0, 42)
         assert built and not set(built) & evaluated, f"{script.__name__} trains on {set(built) & evaluated}"
+    mixture, _ = chat_rl.build_tasks(chat_rl.parse_args(["--gsm8k", "on"]))     # RL's training questions
+    trained = {(t.name, t.split) for t in mixture.tasks}
+    assert len(trained) == 3 and not trained & evaluated, f"chat_rl trains on {trained & evaluated}"
 
 
 def test_bad_flags_give_one_line(tiny_stages, capsys):
