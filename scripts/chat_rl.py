@@ -107,7 +107,8 @@ def parse_args(argv=None):
 # Tasks (a function, so tests can put hand-made tasks in)
 
 def build_tasks(args) -> tuple:
-    """-> (training mixture, held-out tasks): arithmetic (+ GSM8K train when available) and their test splits."""
+    """-> (training mixture, held-out tasks): arithmetic at --arithmetic-scale, SpellingBee, GSM8K train when available;
+    held out: their test splits, and arithmetic at scale 1 too."""
     from tasks.arithmetic import ArithmeticProblems
     from tasks.common import TaskMixture
     scale = args.arithmetic_scale
