@@ -68,9 +68,10 @@ def _spelling_bee():
     return SpellingBee(SpellingBee.eval_split, size=SPELLING_BEE_SIZE)
 
 
-def _arithmetic(scale: float = 1):
-    from tasks.arithmetic import ArithmeticProblems
-    return ArithmeticProblems(ArithmeticProblems.eval_split, size=ARITHMETIC_SIZE, scale=scale)
+def _arithmetic(large_numbers: bool = False):
+    from tasks.arithmetic import LARGE_NUMBERS_SCALE, ArithmeticProblems
+    return ArithmeticProblems(ArithmeticProblems.eval_split, size=ARITHMETIC_SIZE,
+                              scale=LARGE_NUMBERS_SCALE if large_numbers else 1)
 
 
 # Every task, each built on its evaluated split (tasks are imported only when used: MMLU takes seconds). ChatCORE
@@ -84,7 +85,7 @@ TASKS = {
     "HumanEval": _humaneval,
     "SpellingBee": _spelling_bee,
     "Arithmetic": _arithmetic,
-    "Arithmetic-x3": lambda: _arithmetic(scale=3),
+    "Arithmetic-x3": lambda: _arithmetic(large_numbers=True),
 }
 CHATCORE_TASKS = ["ARC-Easy", "ARC-Challenge", "MMLU", "GSM8K", "HumanEval", "SpellingBee"]
 

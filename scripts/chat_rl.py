@@ -48,6 +48,7 @@ from nanochat.engine import Engine
 from nanochat.optim import set_schedule
 from nanochat.rl import group_advantages, policy_gradient_backward, rollout_seed, sample_group
 from nanochat.train import CtrlC, LoopState, RunLength, every, resume, save_training_checkpoint
+from tasks.arithmetic import LARGE_NUMBERS_SCALE
 
 
 def parse_args(argv=None):
@@ -69,7 +70,7 @@ def parse_args(argv=None):
                    help="replies per forward/backward of the policy-gradient pass")
     p.add_argument("--train-problems", type=cli.positive_int, default=20000,
                    help="generated training questions per task (the stream wraps around after all of them)")
-    p.add_argument("--arithmetic-scale", type=float, default=3,
+    p.add_argument("--arithmetic-scale", type=float, default=LARGE_NUMBERS_SCALE,
                    help="the training arithmetic's given numbers range up to this many times larger than those mid "
                         "and SFT train on (1 = the same problems): SFT solves those only sometimes, which is what RL "
                         "learns from; held out: this scale and scale 1")

@@ -179,6 +179,8 @@ class ScaledDraws(random.Random):
         return super().randint(a, max(a, round(b * self.scale)))
 
 
+LARGE_NUMBERS_SCALE = 3     # chat_rl's training problems and chat_eval's Arithmetic-x3
+
 TEMPLATES = [_packs, _wages, _shopping, _farm, _reading, _temperature,
              _sharing, _change, _trip, _distractor, _before, _half, _savings]
 

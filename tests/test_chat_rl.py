@@ -14,6 +14,7 @@ import pytest
 import torch
 
 from conftest import tiny_gpt
+from nanochat import chat_eval
 from nanochat.checkpoint_manager import load_checkpoint, save_checkpoint
 from nanochat.engine import Engine
 from nanochat.rl import (Rollout, group_advantages, pad_rollouts, policy_gradient_backward, policy_loss,
@@ -216,6 +217,7 @@ def test_training_arithmetic_is_the_larger_scale_and_both_scales_are_held_out():
     mixture, held_out = chat_rl.build_tasks(chat_rl.parse_args(["--no-spelling-bee", "--gsm8k", "off"]))
     assert [t.name for t in mixture.tasks] == ["Arithmetic-x3"] and not mixture.tasks[0].is_evaluated_split
     assert [(t.name, t.split) for t in held_out] == [("Arithmetic-x3", "test"), ("Arithmetic", "test")]
+    assert chat_eval.TASKS["Arithmetic-x3"]().name == "Arithmetic-x3"     # chat_eval scores what RL trains on
     _, held_out = chat_rl.build_tasks(chat_rl.parse_args(["--no-spelling-bee", "--gsm8k", "off",
                                                           "--arithmetic-scale", "1"]))
     assert [t.name for t in held_out] == ["Arithmetic"]
