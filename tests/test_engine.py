@@ -117,6 +117,17 @@ def test_compiled_decode_equals_eager(tokenizer, options):
     compiled = [col[0] for col, _ in Engine(model, tokenizer, compile=True).generate(prompt, max_tokens=24,
                                                                                       temperature=0.0)]
     assert compiled == eager and len(eager) == 24
+    # The compiled step computes single-query attention its own way (gpt.py): its logits must equal the full
+    # forward pass's, at batch 1 and batch 3 (GQA: 4 query heads on 2 key/value heads).
+    step = torch.compile(model, dynamic=True)
+    torch.manual_seed(3)
+    seq = torch.randint(0, 256, (3, 40))
+    with torch.inference_mode():
+        for rows in (1, 3):
+            cache = KVCache(rows, 40, model.config.n_layer, [model.config.layer_window(i) for i in range(3)])
+            parts = [model(seq[:rows, :10], kv_cache=cache)]
+            parts += [step(seq[:rows, t:t + 1], kv_cache=cache) for t in range(10, 40)]
+            torch.testing.assert_close(torch.cat(parts, dim=1), model(seq[:rows]), rtol=1e-4, atol=1e-4)
 
 
 def test_cache_overflow_and_bad_batch_are_clear_errors(model):
