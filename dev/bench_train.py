@@ -10,6 +10,7 @@ nanochat.dataset --offline). Hold /tmp/bench.lock so two benchmarks never share 
     python -m dev.bench_train --shapes "d6 b32" --modes bfloat16:on --steps 2 --profile  # where a step's time goes
     git worktree add /tmp/old HEAD~3 && python -m dev.bench_train --against /tmp/old --rounds 2   # old code vs new
     flock /tmp/bench.lock python -m dev.bench_train --only none --options-minutes 3     # the model options' bpb
+    flock /tmp/bench.lock python -m dev.bench_train --only none --sweep-steps 150 --sweep "--matrix-lr 0.04|--warmdown-ratio 0.5"
 
 Each throughput row is the median step time over --steps steps after --warmup steps (compile happens in the
 warmup; its cost is the 'first steps' column). Checkpoints go to a temporary base dir and are deleted.
@@ -21,6 +22,10 @@ turn (ABBA order), --rounds times, and the table gains the baseline's ms/step an
 speed ratio (their ms/step / ours, > 1 = this checkout is faster).
 --options-minutes M trains each model option (OPTIONS: SwiGLU, sliding windows) next to the defaults, at the
 d4 b8 and d6 b32 shapes, M minutes each (bf16, compiled), and reports steps, tok/s and val bpb on the same 1M tokens.
+--sweep-steps N trains the --sweep-depth model with the defaults and then with each --sweep candidate (base_train
+flags) for N steps: short runs to pick hyperparameters. Equal steps, not equal minutes: the shared host's speed
+varied by 20% from run to run, which would decide a timed comparison. A candidate that changes the tokens per step
+gives its own --num-iterations (the last flag wins); its speed shows in ms/step.
 The last line is all results as JSON ("RESULTS {...}").
 """
 
@@ -122,7 +127,7 @@ def interleaved_compile_speedup(shape: str, rounds: int, source: str, profile: b
     if profile:
         with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
             timed_step(compiled)
-        print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=12))
+        print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=25))
     return {"shape": shape, "dtype": str(dtype)[6:], "eager_s": statistics.median(eager),
             "compiled_s": statistics.median(comp), "first_compiled_step_s": compile_s,
             "speedup": statistics.median(e / c for e, c in zip(eager, comp))}
@@ -138,7 +143,7 @@ def main():
     p.add_argument("--bpb-steps", type=int, default=-1,
                    help="also train d4 for this many steps in fp32 and bf16 and compare val bpb (-1 = off)")
     p.add_argument("--time-budget", type=float, default=-1,
-                   help="also run d4 (head dim 64) for this many minutes with the defaults, report val bpb (-1 = off)")
+                   help="also run d4 for this many minutes with base_train's defaults, report val bpb (-1 = off)")
     p.add_argument("--extra", default="", help="extra base_train flags for every run, e.g. '--data offline'")
     p.add_argument("--only", default="", help="'none' to skip the throughput table")
     p.add_argument("--interleave-rounds", type=int, default=6,
@@ -150,6 +155,12 @@ def main():
                    help="train each of OPTIONS for this many minutes at d4 b8 and d6 b32: steps, tok/s, val bpb "
                         "(-1 = off)")
     p.add_argument("--options-shapes", default="d4 b8,d6 b32", help="SHAPES rows for --options-minutes")
+    p.add_argument("--sweep-steps", type=int, default=-1,
+                   help="train --sweep-depth with base_train's defaults and with each --sweep candidate for this many "
+                        "steps (compiled); val bpb of each on the same 0.5M tokens, and ms/step (-1 = off)")
+    p.add_argument("--sweep", default="--matrix-lr 0.04|--warmdown-ratio 0.5",
+                   help="'|'-separated sweep candidates, each a string of base_train flags")
+    p.add_argument("--sweep-depth", type=int, default=4, help="model depth of the sweep")
     args = p.parse_args()
     if args.against and not os.path.isfile(os.path.join(args.against, "scripts", "base_train.py")):
         raise SystemExit(f"error: --against {args.against}: no scripts/base_train.py there (give a checkout)")
@@ -255,6 +266,19 @@ def main():
         print("\n| shape | option | steps | tok/s | val bpb |\n|---|---|---|---|---|")
         for row in results["options"]:
             print(f"| {row['shape']} | {row['option']} | {row['steps']} | {row['tok_per_s']:,} | {row['val_bpb']:.4f} |")
+    if args.sweep_steps > 0:
+        results["sweep"] = []
+        print(f"\nsweep at depth {args.sweep_depth}, {args.sweep_steps} steps each unless a candidate says otherwise "
+              f"(bf16, compiled; val bpb on 0.5M tokens; the defaults first, which also warms the compile cache):")
+        for candidate in ["", *args.sweep.split("|")]:
+            flags = ["--depth", str(args.sweep_depth), "--num-iterations", str(args.sweep_steps), "--eval-every", "-1",
+                     "--eval-tokens", "524288", "--compile", "on", *extra, *candidate.split()]
+            r = run_base_train(flags, "bfloat16", workdir, f"sweep_{len(results['sweep'])}.log")
+            row = {"flags": candidate.strip() or "defaults", "steps": len(r["dt_ms"]), "val_bpb": r["val_bpb"],
+                   "median_ms_per_step": statistics.median(r["dt_ms"])}
+            results["sweep"].append(row)
+            print(f"  {row['flags']}: {row['steps']} steps, {row['median_ms_per_step']} ms/step, "
+                  f"val bpb {row['val_bpb']:.4f}", flush=True)
     print("RESULTS " + json.dumps(results))
 
 

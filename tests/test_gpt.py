@@ -61,9 +61,15 @@ def test_training_loss_equals_eval_loss_and_per_token_losses():
     with torch.no_grad():
         plain = model(idx, targets)
         per_token = model(idx, targets, loss_reduction="none")
+        logits = model(idx)                          # the reference: whole logits, then F.cross_entropy
+        model.ce_chunk_rows = 5                      # evaluation's chunks, several and a ragged last one
+        chunked = model(idx, targets, loss_reduction="none")
+    reference = F.cross_entropy(logits.view(-1, V), targets.view(-1), reduction="none").view(3, 16)
     assert per_token.shape == (3, 16)
+    torch.testing.assert_close(per_token, reference)
+    torch.testing.assert_close(chunked, reference)
     torch.testing.assert_close(fused, plain)
-    torch.testing.assert_close(per_token.mean(), plain)
+    torch.testing.assert_close(plain, reference.mean())
 
 
 def test_logits_are_softcapped_fp32():
