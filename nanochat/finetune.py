@@ -54,8 +54,8 @@ def add_chat_stage_args(p, source: str, init_lr_frac: float, compile_default: st
     g.add_argument("--num-iterations", type=cli.int_or_off, default=-1,
                    help="optimizer steps (-1 = as many as --num-epochs takes)")
     g.add_argument("--time-budget", type=cli.float_or_off, default=-1,
-                   help="train for this many minutes of step time; the LR schedule follows the clock; overrides the "
-                        "length flags above (-1 = off)")
+                   help="train for this many minutes of step time (evals and the compile excluded); the LR "
+                        "schedule follows the clock; overrides the length flags above (-1 = off)")
     cli.add_learning_rate_args(p, init_lr_frac)
     g = p.add_argument_group("evaluation, logging, saving")
     g.add_argument("--eval-every", type=cli.int_or_off, default=eval_every,

@@ -88,7 +88,7 @@ def grad_accum_steps(total_batch: int, device_batch: int, seq_len: int, world_si
 @dataclass
 class RunLength:
     num_iterations: int | None = None      # steps, or None when a time budget decides
-    time_budget: float | None = None       # seconds of training steps (evals excluded), or None
+    time_budget: float | None = None       # seconds of training steps (evals and the compiling first step excluded)
     description: str = ""
 
     @classmethod
@@ -143,7 +143,7 @@ def maybe_compile(model, requested: str, device, length: RunLength, steps_done: 
                             "(apt install g++, or set CXX), or run with --compile off")
         print0("note: no C++ compiler (g++) found, so torch.compile is off; install g++ for faster steps")
         mode = "off"
-    print0(f"torch.compile: {mode}" + (" (the first steps include compile time)" if mode == "on" else ""))
+    print0(f"torch.compile: {mode}" + (" (the first step compiles, off the training clock)" if mode == "on" else ""))
     return (torch.compile(model, dynamic=False) if mode == "on" else model), mode
 
 
@@ -320,6 +320,9 @@ def train_loop(run: TrainingRun, loop: LoopState) -> list[float]:
     triggers (and always at the end). Updates `loop` in place; returns this call's per-step training losses."""
     compute, length = run.compute, run.length
     losses = []
+    # A compiled model compiles in its first step (a minute or more on a CPU, less with torch's cache warm): that
+    # step is kept off the clock, so a time budget buys the same steps whatever the cache held.
+    compiling = hasattr(getattr(run.train_model, "module", run.train_model), "_orig_mod")   # (inside DDP, too)
     run.model.train()
     with CtrlC() as ctrl_c:
         while True:
@@ -373,7 +376,11 @@ def train_loop(run: TrainingRun, loop: LoopState) -> list[float]:
             synchronize(compute.device)
             dt = time.time() - t0
             loop.step += 1
-            loop.train_time += dt
+            if compiling:
+                compiling = False
+                print0(f"step {loop.step:05d} compiled the model: {dt:.1f}s, not counted in the training time")
+            else:
+                loop.train_time += dt
             losses.append(train_loss)
             for key, value in (("step", loop.step), ("minutes", loop.train_time / 60), ("loss", train_loss)):
                 run.history[key].append(value)

@@ -67,8 +67,8 @@ def parse_args(argv=None):
     p.add_argument("--target-param-data-ratio", type=cli.float_or_off, default=20,
                    help="train on this many tokens per parameter (Chinchilla = 20; -1 = off)")
     p.add_argument("--time-budget", type=cli.float_or_off, default=-1,
-                   help="train for this many minutes of step time (evals excluded); the LR schedule follows the "
-                        "clock; overrides the length flags above (-1 = off)")
+                   help="train for this many minutes of step time (evals and the compile excluded); the LR "
+                        "schedule follows the clock; overrides the length flags above (-1 = off)")
     # optimization
     cli.add_learning_rate_args(p)
     p.add_argument("--warmup-ratio", type=cli.nonneg_float, default=0.0, help="share of the run with linear LR warmup")

@@ -1,7 +1,7 @@
 """
 Training tests: overfit one batch, resume == straight run (losses and loader position), a golden 20-step loss
-curve, Ctrl-C saves a checkpoint, DDP refused on CPU. Hermetic: conftest's base_dir (a byte-level tokenizer and a small
-generated .txt corpus in a temp folder, fp32).
+curve, Ctrl-C saves a checkpoint, DDP refused on CPU, the compiling step kept off the clock. Hermetic: conftest's
+base_dir (a byte-level tokenizer and a small generated .txt corpus in a temp folder, fp32).
 
     pytest tests/test_train.py -q
 """
@@ -130,6 +130,20 @@ def test_compile_without_a_cpp_compiler_is_refused(base_dir, monkeypatch):
     flags = [f for f in TINY if f not in ("--compile", "off")]
     with pytest.raises(UserError, match="needs a C\\+\\+ compiler.*--compile off"):
         base_train.main(flags + ["--data", str(base_dir / "corpus.txt"), "--num-iterations", "1", "--compile", "on"])
+
+
+@pytest.mark.slow
+def test_the_compiling_step_is_off_the_clock(base_dir, monkeypatch, capsys):
+    # dynamo's eager backend: a compiled model (and a first step that traces it) without minutes of C++ builds
+    monkeypatch.setattr(torch, "compile", lambda model, **kw: torch._dynamo.optimize("eager")(model))
+    out = base_train.main(TINY[:-2] + ["--compile", "on", "--data", str(base_dir / "corpus.txt"),
+                                       "--total-batch-size", "256", "--num-iterations", "4"])
+    text = capsys.readouterr().out
+    assert "step 00001 compiled the model" in text
+    dt_ms = [int(m.group(3)) for line in text.splitlines() if (m := STEP_RE.match(line))]
+    assert len(dt_ms) == 4
+    # the clock holds steps 2-4 only (dt is printed in whole ms)
+    assert out["train_time"] * 1000 == pytest.approx(sum(dt_ms[1:]), abs=2)
 
 
 @pytest.mark.slow
