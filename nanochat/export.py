@@ -10,8 +10,9 @@ The two graphs, with L layers, Hkv key/value heads of size D, B rows and P cache
     prefill(ids (1, T))                    -> logits of the last position (1, V), keys (L, 1, Hkv, T, D), values
     decode(ids (B, 1), keys, values (L, B, Hkv, P, D)) -> logits (B, V), keys and values (L, B, Hkv, P + 1, D)
 The engine's batch-1 prefill into B rows becomes a repeat of the returned cache. fp32 weights and activations
-(OpenVINO may run them in bf16 on CPUs that have it: its CPU default). Models with sliding-window attention are not
-exported (their ring cache has no graph form here): they run on the torch backend.
+(OpenVINO may run them in bf16 on CPUs that have it: its CPU default). A model with sliding-window attention is
+exported with the same growing cache: its windowed layers mask the keys before the window (the torch backend's ring
+cache, which stops growing at the window, has no graph form here).
 
 Tests: pytest tests/test_export.py -q
 """
@@ -62,9 +63,6 @@ def export_model(model, tokenizer, out_dir: str, fmt: str, source: dict) -> dict
     source: where the weights came from (stage, step), kept in export.json. Returns export.json's content."""
     from dataclasses import asdict
     config = model.config
-    if any(config.layer_window(i) for i in range(config.n_layer)):
-        raise UserError("this model uses sliding-window attention, which the export does not support: run it with "
-                        "--backend torch")
     if fmt not in ("onnx", "openvino"):
         raise ValueError(f"format must be onnx or openvino, not {fmt!r}")
     model = model.float().eval()

@@ -132,14 +132,17 @@ class CausalSelfAttention(nn.Module):
             repeat = self.n_head // self.n_kv_head
             k, v = k.repeat_interleave(repeat, dim=1), v.repeat_interleave(repeat, dim=1)
         Tq, Tk = q.size(2), k.size(2)
-        if Tq == 1 and (not self.window or Tk <= self.window) and torch.compiler.is_compiling():
-            # Compiled decode step, one new token against the whole (windowed) cache: written as two reductions,
-            # which inductor fuses into two loops over the cache (in fp32, like SDPA's kernel). SDPA's CPU kernel
-            # costs more than this arithmetic for a single query, and inductor would turn a matmul form back into it.
+        # One new token that sees the whole (windowed) cache. An exported graph serves every cache length, so there
+        # a windowed layer always takes the mask below (is_exporting first: Tk <= window would fix the length).
+        whole_cache = Tq == 1 and (not self.window or (not torch.compiler.is_exporting() and Tk <= self.window))
+        if whole_cache and torch.compiler.is_compiling():
+            # Compiled decode step: written as two reductions, which inductor fuses into two loops over the cache
+            # (in fp32, like SDPA's kernel). SDPA's CPU kernel costs more than this arithmetic for a single query,
+            # and inductor would turn a matmul form back into it.
             scores = (q.float() * k.float()).sum(-1, keepdim=True) * self.head_dim ** -0.5    # (B, H, Tk, 1)
             y = (scores.softmax(dim=2) * v.float()).sum(2, keepdim=True).to(v.dtype)          # (B, H, 1, D)
-        elif Tq == 1 and (not self.window or Tk <= self.window):
-            y = F.scaled_dot_product_attention(q, k, v)       # one new token sees the whole (windowed) cache
+        elif whole_cache:
+            y = F.scaled_dot_product_attention(q, k, v)
         elif Tq == Tk and not self.window:
             y = F.scaled_dot_product_attention(q, k, v, is_causal=True)
         else:
