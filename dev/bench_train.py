@@ -143,7 +143,8 @@ def main():
     p.add_argument("--bpb-steps", type=int, default=-1,
                    help="also train d4 for this many steps in fp32 and bf16 and compare val bpb (-1 = off)")
     p.add_argument("--time-budget", type=float, default=-1,
-                   help="also run d4 for this many minutes with base_train's defaults, report val bpb (-1 = off)")
+                   help="also run d4 (or --extra's --depth) for this many minutes with base_train's defaults, "
+                        "report val bpb (-1 = off)")
     p.add_argument("--extra", default="", help="extra base_train flags for every run, e.g. '--data offline'")
     p.add_argument("--only", default="", help="'none' to skip the throughput table")
     p.add_argument("--interleave-rounds", type=int, default=6,
@@ -244,11 +245,12 @@ def main():
         flags = ["--depth", "4", "--time-budget", str(args.time_budget), "--eval-every", "-1",
                  "--eval-tokens", "1048576", *extra]
         r = run_base_train(flags, os.environ.get("NANOCHAT_DTYPE", "bfloat16"), workdir, "time_budget.log")
-        print(f"\n{args.time_budget:g}-minute d4 run (defaults{' ' + args.extra if args.extra else ''}): "
+        depth = [value for flag, value in zip(flags, flags[1:]) if flag == "--depth"][-1]   # --extra's wins
+        print(f"\n{args.time_budget:g}-minute d{depth} run (defaults{' ' + args.extra if args.extra else ''}): "
               f"{len(r['dt_ms'])} steps, val bpb {r['val_bpb']:.4f}, median {statistics.median(r['dt_ms'])} ms/step; "
               f"log {r['log']}")
-        results["time_budget"] = {"minutes": args.time_budget, "steps": len(r["dt_ms"]), "val_bpb": r["val_bpb"],
-                                  "median_ms_per_step": statistics.median(r["dt_ms"])}
+        results["time_budget"] = {"minutes": args.time_budget, "depth": int(depth), "steps": len(r["dt_ms"]),
+                                  "val_bpb": r["val_bpb"], "median_ms_per_step": statistics.median(r["dt_ms"])}
     if args.options_minutes > 0:
         results["options"] = []
         print(f"\nmodel options, {args.options_minutes:g} minutes each (bf16, compiled; val bpb on 1M tokens):")
