@@ -107,6 +107,93 @@ def attention_mask(Tq: int, Tk: int, window: int, device) -> torch.Tensor:
     return allowed & (k > q - window) if window else allowed
 
 
+# -----------------------------------------------------------------------------
+# Causal attention on a CPU: query blocks, each against only the keys it may see
+
+ATTN_BLOCK = 128                # query rows per block: keys after a block's last query are never computed
+ATTN_CHUNK_SCORES = 1 << 21     # score elements of one chunk of heads (4 MB in bf16: stays in the caches)
+
+
+def _attention_blocks(T: int, window: int, block: int, dtype, device):
+    """(first query, end query, first key, additive mask of the block's queries x keys) for each query block."""
+    for s0 in range(0, T, block):
+        s1 = min(s0 + block, T)
+        k0 = max(0, s0 - window + 1) if window else 0          # keys before the block's window are skipped too
+        allowed = attention_mask(s1 - s0, s1 - k0, window, device)
+        yield s0, s1, k0, torch.zeros(allowed.shape, dtype=dtype, device=device).masked_fill_(~allowed, -math.inf)
+
+
+def _head_chunks(N: int, T: int, block: int):
+    step = max(1, ATTN_CHUNK_SCORES // (min(block, T) * T))
+    return [slice(i, i + step) for i in range(0, N, step)]
+
+
+@torch.library.custom_op("nanochat::blocked_attention", mutates_args=())
+def blocked_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, window: int, block: int) -> torch.Tensor:
+    """Causal (optionally windowed) attention of q, k, v (heads, T, head_dim), scale 1/sqrt(head_dim).
+
+    SDPA's CPU kernel reaches ~70 GFLOP/s on these shapes; this reaches several times that by doing the work as
+    a few large batched matmuls and softmax kernels: the heads go in chunks whose scores stay in the caches, and
+    each block of queries is multiplied only with the keys it may see (half the work of full attention at T=512
+    with 4 blocks: 10 of 16 key blocks). The backward recomputes the scores instead of keeping them
+    (flash attention's trade: memory O(T), not O(T^2)). Scores and probabilities are in the inputs' dtype, the
+    softmax is computed in fp32 inside torch's kernel (as SDPA's math path does under autocast)."""
+    scale = q.size(-1) ** -0.5
+    out = torch.empty_like(q)
+    blocks = list(_attention_blocks(q.size(1), window, block, q.dtype, q.device))
+    for h in _head_chunks(q.size(0), q.size(1), block):
+        for s0, s1, k0, mask in blocks:
+            probs = torch.softmax(torch.baddbmm(mask, q[h, s0:s1], k[h, k0:s1].mT, alpha=scale), dim=-1)
+            torch.bmm(probs, v[h, k0:s1], out=out[h, s0:s1])
+    return out
+
+
+@torch.library.custom_op("nanochat::blocked_attention_backward", mutates_args=())
+def blocked_attention_backward(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, grad_out: torch.Tensor,
+                               window: int, block: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Gradients of blocked_attention: per block, recompute the probabilities P, then dV += P^T dO,
+    dS = softmax_backward(dO V^T, P), dQ = dS K, dK += dS^T Q (dK and dV accumulate over blocks in fp32)."""
+    scale = q.size(-1) ** -0.5
+    acc = torch.promote_types(q.dtype, torch.float32)
+    grad_q = torch.empty_like(q)
+    grad_k = torch.zeros(k.shape, dtype=acc, device=k.device)
+    grad_v = torch.zeros(v.shape, dtype=acc, device=v.device)
+    blocks = list(_attention_blocks(q.size(1), window, block, q.dtype, q.device))
+    for h in _head_chunks(q.size(0), q.size(1), block):
+        for s0, s1, k0, mask in blocks:
+            qb, kb, vb, dob = q[h, s0:s1], k[h, k0:s1], v[h, k0:s1], grad_out[h, s0:s1]
+            probs = torch.softmax(torch.baddbmm(mask, qb, kb.mT, alpha=scale), dim=-1)
+            grad_v[h, k0:s1] += probs.mT @ dob
+            grad_scores = torch._softmax_backward_data(dob @ vb.mT, probs, -1, probs.dtype)
+            torch.bmm(grad_scores, kb, out=grad_q[h, s0:s1])
+            grad_k[h, k0:s1] += grad_scores.mT @ qb
+    return grad_q.mul_(scale), grad_k.mul_(scale).to(k.dtype), grad_v.to(v.dtype)
+
+
+@blocked_attention.register_fake
+def _(q, k, v, window, block):
+    return torch.empty_like(q)
+
+
+@blocked_attention_backward.register_fake
+def _(q, k, v, grad_out, window, block):
+    return torch.empty_like(q), torch.empty_like(k), torch.empty_like(v)
+
+
+def _blocked_attention_setup(ctx, inputs, output):
+    q, k, v, ctx.window, ctx.block = inputs
+    ctx.save_for_backward(q, k, v)
+
+
+def _blocked_attention_grad(ctx, grad_out):
+    q, k, v = ctx.saved_tensors
+    grads = blocked_attention_backward(q, k, v, grad_out.contiguous(), ctx.window, ctx.block)
+    return *grads, None, None
+
+
+blocked_attention.register_autograd(_blocked_attention_grad, setup_context=_blocked_attention_setup)
+
+
 class CausalSelfAttention(nn.Module):
     def __init__(self, config: GPTConfig, layer_idx: int):
         super().__init__()
@@ -143,6 +230,11 @@ class CausalSelfAttention(nn.Module):
             y = (scores.softmax(dim=2) * v.float()).sum(2, keepdim=True).to(v.dtype)          # (B, H, 1, D)
         elif whole_cache:
             y = F.scaled_dot_product_attention(q, k, v)
+        elif Tq == Tk and q.device.type == "cpu" and not torch.compiler.is_exporting():
+            # Training, evaluation, a prefill from empty: the blocked kernel above (CUDA keeps SDPA's flash kernel)
+            H = q.size(1)
+            y = blocked_attention(*(t.reshape(B * H, T, -1) for t in (q, k, v)), self.window, ATTN_BLOCK)
+            y = y.view(B, H, T, -1)
         elif Tq == Tk and not self.window:
             y = F.scaled_dot_product_attention(q, k, v, is_causal=True)
         else:

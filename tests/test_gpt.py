@@ -1,6 +1,7 @@
 """
 Tests of the model: gradients in float64 against finite differences, the fused loss against the plain one,
-causality, GQA/MQA shapes, KV-cache decoding == full forward, init, FLOP accounting, the calculator.
+causality, GQA/MQA shapes, the blocked CPU attention against SDPA (float64 gradients, bf16 accuracy, compiled),
+KV-cache decoding == full forward, init, FLOP accounting, the calculator.
 
     pytest tests/test_gpt.py -q
 """
@@ -11,7 +12,8 @@ import torch.nn.functional as F
 from torch.func import functional_call
 
 from conftest import random_gpt
-from nanochat.gpt import GPT, build_model, chunked_cross_entropy, config_from_depth, main
+from nanochat import gpt
+from nanochat.gpt import GPT, attention_mask, blocked_attention, build_model, chunked_cross_entropy, config_from_depth, main
 
 V = 37
 
@@ -125,6 +127,60 @@ def test_swiglu_has_relu2s_parameter_count(width):
         config_from_depth(2, V, 16, mlp="gelu")
 
 
+def sdpa_reference(q, k, v, window):
+    T = q.size(1)
+    return F.scaled_dot_product_attention(q, k, v, attn_mask=attention_mask(T, T, window, q.device))
+
+
+@pytest.mark.parametrize("T, block, window", [(16, 4, 0), (13, 4, 0), (16, 16, 0), (19, 5, 7), (16, 4, 3), (1, 4, 0)])
+def test_blocked_attention_equals_sdpa_with_exact_gradients(T, block, window):
+    """Several query blocks (the last one short), each skipping the keys it may not see; with a window, also the
+    keys before it. float64: values equal SDPA's, gradients pass gradcheck."""
+    q, k, v = (torch.randn(6, T, 8, dtype=torch.float64, requires_grad=True) for _ in range(3))
+    torch.testing.assert_close(blocked_attention(q, k, v, window, block), sdpa_reference(q, k, v, window))
+    assert torch.autograd.gradcheck(lambda *qkv: blocked_attention(*qkv, window, block), (q, k, v))
+
+
+def test_blocked_attention_in_bf16_is_as_accurate_as_sdpa():
+    """In bf16 its scores and probabilities are rounded like SDPA's math path; its error against a float64
+    reference (output and all three gradients) stays within twice that of SDPA's own bf16 kernel."""
+    torch.manual_seed(0)
+    q, k = (F.rms_norm(torch.randn(8, 300, 32), (32,)) for _ in range(2))     # QK-normed, as in the model
+    v, grad_out = torch.randn(8, 300, 32), torch.randn(8, 300, 32)
+
+    def run(fn, dtype):
+        qkv = [t.to(dtype).requires_grad_() for t in (q, k, v)]
+        out = fn(*qkv)
+        out.backward(grad_out.to(dtype))
+        return [out] + [t.grad for t in qkv]
+
+    exact = run(lambda *qkv: sdpa_reference(*qkv, 0), torch.float64)
+    ours = run(lambda *qkv: blocked_attention(*qkv, 0, 128), torch.bfloat16)
+    sdpa = run(lambda *qkv: F.scaled_dot_product_attention(*qkv, is_causal=True), torch.bfloat16)
+    for name, a, b, ref in zip(["out", "dq", "dk", "dv"], ours, sdpa, exact):
+        error_ours, error_sdpa = ((x.double() - ref).norm() / ref.norm() for x in (a, b))
+        assert error_ours < 2 * error_sdpa, (name, error_ours.item(), error_sdpa.item())
+
+
+@pytest.mark.slow
+def test_compiled_training_step_with_blocked_attention_equals_eager(monkeypatch):
+    """torch.compile sees the blocked attention as one opaque op with its own backward: same loss and gradients."""
+    monkeypatch.setattr(gpt, "ATTN_BLOCK", 4)      # 4 query blocks at length 16
+    model = tiny_model(n_kv_head=2)
+    idx, targets = torch.randint(0, V, (2, 16)), torch.randint(0, V, (2, 16))
+
+    def loss_and_grads(m):
+        model.zero_grad()
+        loss = m(idx, targets)
+        loss.backward()
+        return [loss] + [p.grad.clone() for p in model.parameters()]
+
+    eager = loss_and_grads(model)
+    compiled = loss_and_grads(torch.compile(model, dynamic=False))
+    for a, b in zip(compiled, eager):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
+
+
 class TinyKVCache:
     """The KV-cache contract of nanochat/engine.py, in its simplest form (a growing list of tensors)."""
 
@@ -143,7 +199,8 @@ class TinyKVCache:
 
 
 @pytest.mark.parametrize("n_kv_head", [1, 4])
-def test_kv_cache_decoding_equals_full_forward(n_kv_head):
+def test_kv_cache_decoding_equals_full_forward(n_kv_head, monkeypatch):
+    monkeypatch.setattr(gpt, "ATTN_BLOCK", 4)      # the full forward's blocked attention in 3 query blocks
     model = tiny_model(n_kv_head=n_kv_head)
     idx = torch.randint(0, V, (2, 12))
     with torch.no_grad():
