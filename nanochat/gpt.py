@@ -8,6 +8,8 @@ Options (off by default; README.md has their measured bpb and speed): a SwiGLU M
 layers or in a tiled pattern such as "SSSL" (S = windowed, L = full).
 The training loss fuses lm_head + soft-cap + cross-entropy in row chunks (ChunkedLinearCrossEntropy): the
 (tokens x vocab) logits never exist in full, which on a CPU saves far more memory traffic than it costs.
+Full-length causal attention on a CPU is blocked_attention, a custom op with its own backward that computes only
+the query x key blocks a causal (or windowed) mask leaves; CUDA and the KV-cache steps use SDPA.
 
 The calculator (parameters, memory, activations, FLOPs per step for a config):
 
@@ -124,6 +126,7 @@ def _attention_blocks(T: int, window: int, block: int, dtype, device):
 
 
 def _head_chunks(N: int, T: int, block: int):
+    """Slices of the N heads, each small enough that a block's scores (heads x block x T) stay in the caches."""
     step = max(1, ATTN_CHUNK_SCORES // (min(block, T) * T))
     return [slice(i, i + step) for i in range(0, N, step)]
 
@@ -132,12 +135,12 @@ def _head_chunks(N: int, T: int, block: int):
 def blocked_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, window: int, block: int) -> torch.Tensor:
     """Causal (optionally windowed) attention of q, k, v (heads, T, head_dim), scale 1/sqrt(head_dim).
 
-    SDPA's CPU kernel reaches ~70 GFLOP/s on these shapes; this reaches several times that by doing the work as
-    a few large batched matmuls and softmax kernels: the heads go in chunks whose scores stay in the caches, and
-    each block of queries is multiplied only with the keys it may see (half the work of full attention at T=512
-    with 4 blocks: 10 of 16 key blocks). The backward recomputes the scores instead of keeping them
-    (flash attention's trade: memory O(T), not O(T^2)). Scores and probabilities are in the inputs' dtype, the
-    softmax is computed in fp32 inside torch's kernel (as SDPA's math path does under autocast)."""
+    SDPA's CPU kernel spends most of its time outside its matmuls (README.md, "Blocked causal attention", has the
+    measurements); this does the work as a few large batched matmuls and softmax kernels: the heads go in chunks
+    whose scores stay in the caches, and each block of queries is multiplied only with the keys it may see (at
+    T=512 with blocks of 128: 10 of the 16 query x key blocks). The backward recomputes the scores instead of
+    keeping them (flash attention's trade: nothing of size T x T is kept). Scores and probabilities are in the
+    inputs' dtype; the softmax runs in fp32 inside torch's kernel (as SDPA's math path does under autocast)."""
     scale = q.size(-1) ** -0.5
     out = torch.empty_like(q)
     blocks = list(_attention_blocks(q.size(1), window, block, q.dtype, q.device))

