@@ -13,7 +13,8 @@ from torch.func import functional_call
 
 from conftest import random_gpt
 from nanochat import gpt
-from nanochat.gpt import GPT, attention_mask, blocked_attention, build_model, chunked_cross_entropy, config_from_depth, main
+from nanochat.gpt import (GPT, attention_mask, blocked_attention, build_model, chunked_cross_entropy,
+                          config_from_depth, main)
 
 V = 37
 
