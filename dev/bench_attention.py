@@ -29,8 +29,8 @@ T = 512
 
 
 def sdpa_of(batch: int, heads: int):
-    """SDPA on (batch, heads, T, D), the layout the model used to call it in (on a 3-D batch of heads its CPU
-    kernel was about twice as slow here)."""
+    """SDPA on (batch, heads, T, D), the layout the model used to call it in (given a 3-D batch of heads its CPU
+    kernel takes another, slower path: README.md, "Side by side with public nanochat")."""
     def sdpa(q, k, v):
         q, k, v = (t.view(batch, heads, *t.shape[1:]) for t in (q, k, v))
         return F.scaled_dot_product_attention(q, k, v, is_causal=True).flatten(0, 1)

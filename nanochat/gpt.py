@@ -131,6 +131,18 @@ def _head_chunks(N: int, T: int, block: int):
     return [slice(i, i + step) for i in range(0, N, step)]
 
 
+def _attention_tiles(q: torch.Tensor, window: int, block: int):
+    """Every (heads, first query, end query, first key, mask) tile that the forward and the backward compute."""
+    blocks = list(_attention_blocks(q.size(1), window, block, q.dtype, q.device))
+    for h in _head_chunks(q.size(0), q.size(1), block):
+        for s0, s1, k0, mask in blocks:
+            yield h, s0, s1, k0, mask
+
+
+def _tile_probs(q_tile, k_tile, mask, scale):
+    return torch.softmax(torch.baddbmm(mask, q_tile, k_tile.mT, alpha=scale), dim=-1)
+
+
 @torch.library.custom_op("nanochat::blocked_attention", mutates_args=())
 def blocked_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, window: int, block: int) -> torch.Tensor:
     """Causal (optionally windowed) attention of q, k, v (heads, T, head_dim), scale 1/sqrt(head_dim).
@@ -143,11 +155,9 @@ def blocked_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, window:
     inputs' dtype; the softmax runs in fp32 inside torch's kernel (as SDPA's math path does under autocast)."""
     scale = q.size(-1) ** -0.5
     out = torch.empty_like(q)
-    blocks = list(_attention_blocks(q.size(1), window, block, q.dtype, q.device))
-    for h in _head_chunks(q.size(0), q.size(1), block):
-        for s0, s1, k0, mask in blocks:
-            probs = torch.softmax(torch.baddbmm(mask, q[h, s0:s1], k[h, k0:s1].mT, alpha=scale), dim=-1)
-            torch.bmm(probs, v[h, k0:s1], out=out[h, s0:s1])
+    for h, s0, s1, k0, mask in _attention_tiles(q, window, block):
+        probs = _tile_probs(q[h, s0:s1], k[h, k0:s1], mask, scale)
+        torch.bmm(probs, v[h, k0:s1], out=out[h, s0:s1])
     return out
 
 
@@ -161,15 +171,13 @@ def blocked_attention_backward(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor
     grad_q = torch.empty_like(q)
     grad_k = torch.zeros(k.shape, dtype=acc, device=k.device)
     grad_v = torch.zeros(v.shape, dtype=acc, device=v.device)
-    blocks = list(_attention_blocks(q.size(1), window, block, q.dtype, q.device))
-    for h in _head_chunks(q.size(0), q.size(1), block):
-        for s0, s1, k0, mask in blocks:
-            qb, kb, vb, dob = q[h, s0:s1], k[h, k0:s1], v[h, k0:s1], grad_out[h, s0:s1]
-            probs = torch.softmax(torch.baddbmm(mask, qb, kb.mT, alpha=scale), dim=-1)
-            grad_v[h, k0:s1] += probs.mT @ dob
-            grad_scores = torch._softmax_backward_data(dob @ vb.mT, probs, -1, probs.dtype)
-            torch.bmm(grad_scores, kb, out=grad_q[h, s0:s1])
-            grad_k[h, k0:s1] += grad_scores.mT @ qb
+    for h, s0, s1, k0, mask in _attention_tiles(q, window, block):
+        qb, kb, vb, dob = q[h, s0:s1], k[h, k0:s1], v[h, k0:s1], grad_out[h, s0:s1]
+        probs = _tile_probs(qb, kb, mask, scale)
+        grad_v[h, k0:s1] += probs.mT @ dob
+        grad_scores = torch._softmax_backward_data(dob @ vb.mT, probs, -1, probs.dtype)
+        torch.bmm(grad_scores, kb, out=grad_q[h, s0:s1])
+        grad_k[h, k0:s1] += grad_scores.mT @ qb
     return grad_q.mul_(scale), grad_k.mul_(scale).to(k.dtype), grad_v.to(v.dtype)
 
 
