@@ -8,8 +8,10 @@ Nothing here is run directly; scripts call `compute_init()` at start-up:
 """
 
 import contextlib
+import ctypes
 import logging
 import os
+import platform
 import random
 import resource
 import shutil
@@ -220,13 +222,12 @@ def keep_freed_memory() -> bool:
     """Make glibc's malloc keep freed memory for reuse instead of handing large blocks back to the OS.
 
     By default glibc serves each large allocation (over 32 MB, and adaptively smaller ones) with a fresh mmap and
-    unmaps it on free, so the next training step's tensor of the same size page-faults its way in again, page by
-    page: ~15 ms for a 50 MB tensor, 15-30% of a compiled depth-6 step (README.md, "Pretraining on a CPU"). With
-    mmap off and the trim threshold at its maximum, freed blocks stay in the heap and are reused. Peak RSS is
-    unchanged: a training step frees and reallocates the same sizes. Returns False where it does nothing: no glibc
-    (macOS, musl), or MALLOC_* environment variables set, which are the user's own tuning and win."""
-    import ctypes
-    import platform
+    unmaps it on free, so a training step's tensor of the same size as the last step's page-faults its way in
+    again, page by page: ~15 ms for a 50 MB tensor, ~10% of a compiled depth-6 step. With mmap off and the trim
+    threshold at its maximum, freed blocks stay in the heap and are reused. The cost is memory: until the heap's
+    free blocks settle, a new large block can land beside a freed one instead of in it (peak RSS of training runs
+    +2-5%). The training loop turns it on (README.md, "Pretraining on a CPU"). Returns False where it does
+    nothing: no glibc (macOS, musl), or MALLOC_* environment variables set, which are the user's tuning and win."""
     if platform.libc_ver()[0] != "glibc" or any(k.startswith("MALLOC_") for k in os.environ):
         return False
     libc = ctypes.CDLL(None)
@@ -277,7 +278,6 @@ def compute_init(device_type: str | None = None, seed: int = 42) -> Compute:
         )
 
     seed_everything(seed)
-    kept = device_type == "cpu" and keep_freed_memory()
     if device_type == "cpu" and "OMP_NUM_THREADS" not in os.environ:
         # Hyper-threads share one core's matmul units: more threads than physical cores only adds contention.
         torch.set_num_threads(physical_cores())
@@ -296,9 +296,8 @@ def compute_init(device_type: str | None = None, seed: int = 42) -> Compute:
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
 
-    logger.info("device %s (%s), %d torch threads, world size %d, compute %s%s",
-                device, device_type, torch.get_num_threads(), world_size, dtype_reason(device),
-                ", malloc keeps freed memory (no mmap)" if kept else "")
+    logger.info("device %s (%s), %d torch threads, world size %d, compute %s",
+                device, device_type, torch.get_num_threads(), world_size, dtype_reason(device))
     return Compute(device, compute_dtype(device), ddp, rank, local_rank, world_size)
 
 

@@ -29,7 +29,7 @@ import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel as DDP
 
 from nanochat.checkpoint_manager import find_last_step, load_checkpoint, save_checkpoint
-from nanochat.common import Compute, UserError, autocast_ctx, print0, synchronize
+from nanochat.common import Compute, UserError, autocast_ctx, keep_freed_memory, print0, synchronize
 from nanochat.gpt import GPTConfig
 from nanochat.optim import set_schedule
 
@@ -320,6 +320,9 @@ def train_loop(run: TrainingRun, loop: LoopState) -> list[float]:
     triggers (and always at the end). Updates `loop` in place; returns this call's per-step training losses."""
     compute, length = run.compute, run.length
     losses = []
+    if compute.device.type == "cpu" and keep_freed_memory():
+        # every step allocates the same large activations: reused, they are not page-faulted in again
+        print0("malloc keeps freed memory for the next step (no mmap)")
     # A compiled model compiles in its first step (a minute or more on a CPU, less with torch's cache warm): that
     # step is kept off the clock, so a time budget buys the same steps whatever the cache held.
     compiling = hasattr(getattr(run.train_model, "module", run.train_model), "_orig_mod")   # (inside DDP, too)
