@@ -1,14 +1,15 @@
 """Process settings in nanochat/common.py."""
 
 import platform
+import resource
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-# Page faults of each of 20 allocations of a 64 MB tensor, each freed before the next (as a training step frees
-# its activations before the next step's), in a fresh process: mallopt is process-wide.
+# Minor page faults (one per page touched) of each of 20 allocations of a 64 MB tensor, each freed before the next
+# (as a training step frees its activations before the next step's), in a fresh process: mallopt is process-wide.
 REALLOC_FAULTS = """
 import resource, sys, torch
 from nanochat.common import keep_freed_memory
@@ -30,7 +31,7 @@ def test_keep_freed_memory_reuses_large_blocks_without_page_faults():
         out = subprocess.run([sys.executable, "-c", REALLOC_FAULTS, mode], capture_output=True, text=True, env=env,
                              cwd=Path(__file__).parent.parent, check=True)
         return [int(n) for n in out.stdout.split()]
-    pages = (64 << 20) // 4096
+    pages = (64 << 20) // resource.getpagesize()
     # glibc's default unmaps the block on free: every allocation faults all its pages in again
     assert all(n > pages // 2 for n in faults("default")[-5:])
     # kept: once the heap's free blocks have settled (a few allocations in), the freed block is reused as it is
