@@ -168,8 +168,9 @@ def run_chat_stage(args, stage: str, train_task, val_task, packed: bool, supervi
     optimizers = model.setup_optimizers(unembedding_lr=args.unembedding_lr * frac,
                                         embedding_lr=args.embedding_lr * frac, matrix_lr=args.matrix_lr * frac)
     checkpoint_dir = os.path.join(get_base_dir(), STAGE_DIRS[stage], os.path.basename(source_dir))
+    schedule = {"warmup_ratio": 0.0, "warmdown_ratio": warmdown_ratio}
     loop, train_model = start_or_resume(checkpoint_dir, args.resume, model, optimizers, length, args.compile,
-                                        asdict(config), compute)
+                                        asdict(config), compute, schedule)
 
     # -------------------------------------------------------------------------
     # Batches, evaluation, samples, saving
@@ -212,7 +213,7 @@ def run_chat_stage(args, stage: str, train_task, val_task, packed: bool, supervi
                       sample=sample, task_metric=chat_metric if eval_tasks and args.chat_eval_every > 0 else None,
                       eval_every=args.eval_every, sample_every=args.sample_every,
                       task_metric_every=args.chat_eval_every, save_every=args.save_every,
-                      schedule={"warmup_ratio": 0.0, "warmdown_ratio": warmdown_ratio},
+                      schedule=schedule,
                       wandb_run=get_wandb(args.run, f"nanochat-{stage}", user_config))
     losses = train_loop(run, loop)
     print0(f"done: {loop.step} steps, {loop.train_time / 60:.2f} min of training, val bpb {loop.val_bpb}, "

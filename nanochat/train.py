@@ -245,15 +245,20 @@ def resume(checkpoint_dir: str, which: str, model, optimizers, model_config: dic
 
 
 def start_or_resume(checkpoint_dir: str, which: str, model, optimizers, length: RunLength, compile_mode: str,
-                    model_config: dict, compute: Compute) -> tuple[LoopState, torch.nn.Module]:
+                    model_config: dict, compute: Compute, schedule: dict) -> tuple[LoopState, torch.nn.Module]:
     """The loop state (fresh, or resumed from step `which` of checkpoint_dir when given) and the model to train
     through: compiled per compile_mode, wrapped in DDP under torchrun (evaluate, sample and save `model` itself).
-    A resumed run of a fixed number of steps keeps the length, and so the LR schedule, it started with."""
+    A resumed run keeps the LR schedule it started with: its warmup/warmdown ratios (updated in `schedule`, e.g.
+    across a change of their defaults) and, for a fixed number of steps, its length."""
     loop = LoopState()
     if which:
         loop, meta = resume(checkpoint_dir, which, model, optimizers, model_config, compute)
         if not length.time_budget:
             length.num_iterations = meta["num_iterations"]
+        started_with = {k: v for k, v in meta.get("user_config", {}).items() if k in schedule}
+        if started_with and started_with != {k: schedule[k] for k in started_with}:
+            print0(f"resuming with the schedule the run started with: {started_with} (not {schedule})")
+        schedule.update(started_with)
     train_model, _ = maybe_compile(model, compile_mode, compute.device, length, loop.step)
     if compute.ddp:     # the wrapper all-reduces the gradients
         train_model = wrap_data_parallel(train_model)

@@ -45,7 +45,7 @@ def failure(main, argv, capsys) -> str:
     (base_train.main, ["--eval-every", "-5"], "--eval-every: -5 is not a positive integer or -1"),
     (base_train.main, ["--compile", "maybe"], "--compile: invalid choice: 'maybe'"),
     (base_train.main, ["--device-type", "tpu"], "--device-type: invalid choice: 'tpu'"),
-    (base_train.main, ["--warmup-ratio", "0.9"], "--warmup-ratio 0.9 + --warmdown-ratio 0.2 exceed the whole run"),
+    (base_train.main, ["--warmup-ratio", "0.9"], "--warmup-ratio 0.9 + --warmdown-ratio 0.65 exceed the whole run"),
     (base_train.main, ["--no-such-flag"], "unrecognized arguments: --no-such-flag"),
     (base_loss.main, ["--split-tokens", "-5"], "--split-tokens: -5 is not a positive integer"),
     (base_loss.main, ["--source", "final"], "--source: invalid choice: 'final'"),

@@ -23,7 +23,8 @@ from dev.bench_train import STEP_RE
 from scripts import base_loss, base_train
 
 # Losses of the 20-step run in test_golden_loss_curve, recorded from a trusted run (fp32, 1 thread).
-# If a change moves them on purpose, re-record them and say why in the commit.
+# If a change moves them on purpose, re-record them and say why in the commit. The run pins the warmdown it was
+# recorded with (0.2): the curve guards the numerics, and base_train's default schedule may change apart from them.
 GOLDEN_LOSSES = [5.5797, 4.907, 3.5622, 2.6521, 2.307, 2.1733, 2.1136, 2.0219, 1.9858, 1.9816, 1.9424, 1.7298,
                  1.7599, 1.8095, 1.7935, 1.8279, 1.7674, 1.7653, 1.6917, 1.6543]
 
@@ -58,7 +59,8 @@ def test_resume_equals_straight_run(base_dir):
     assert straight["step"] == 6 and len(straight["losses"]) == 6
     meta = json.loads((base_dir / "base" / "base_checkpoints" / "d2" / "meta_000003.json").read_text())
     assert meta["step"] == 3 and meta["loop_state"]["loader_state"] and meta["model_config"]["n_layer"] == 2
-    resumed = base_train.main(common + ["--resume", "3"])
+    # Another warmdown on resume is overruled: the run keeps the schedule (and length) it started with.
+    resumed = base_train.main(common + ["--resume", "3", "--warmdown-ratio", "0.9"])
     assert resumed["step"] == 6
     assert resumed["losses"] == pytest.approx(straight["losses"][3:], rel=1e-5)
     assert resumed["loader_state"] == straight["loader_state"]
@@ -80,7 +82,7 @@ def test_resume_with_other_flags_is_refused(base_dir):
 @pytest.mark.slow
 def test_golden_loss_curve(base_dir, capsys):
     result = base_train.main(TINY + ["--data", str(base_dir / "corpus.txt"), "--total-batch-size", "256",
-                                     "--num-iterations", "20", "--eval-every", "-1"])
+                                     "--num-iterations", "20", "--eval-every", "-1", "--warmdown-ratio", "0.2"])
     losses = result["losses"]
     step_lines = [m for line in capsys.readouterr().out.splitlines() if (m := STEP_RE.match(line))]
     assert len(step_lines) == 20          # dev/bench_train.py parses these lines
@@ -89,7 +91,8 @@ def test_golden_loss_curve(base_dir, capsys):
     assert losses == pytest.approx(GOLDEN_LOSSES, abs=2e-3)
     # Control: another init seed misses the curve by far more than the tolerance, so the check above can fail.
     other = base_train.main(TINY + ["--data", str(base_dir / "corpus.txt"), "--total-batch-size", "256",
-                                    "--num-iterations", "20", "--eval-every", "-1", "--seed", "43"])["losses"]
+                                    "--num-iterations", "20", "--eval-every", "-1", "--seed", "43",
+                                    "--warmdown-ratio", "0.2"])["losses"]
     assert max(abs(a - b) for a, b in zip(other, GOLDEN_LOSSES)) > 10 * 2e-3
 
 
