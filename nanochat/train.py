@@ -256,7 +256,7 @@ def start_or_resume(checkpoint_dir: str, which: str, model, optimizers, length: 
         if not length.time_budget:
             length.num_iterations = meta["num_iterations"]
         started_with = {k: v for k, v in meta.get("user_config", {}).items() if k in schedule}
-        if started_with and started_with != {k: schedule[k] for k in started_with}:
+        if any(schedule[k] != v for k, v in started_with.items()):
             print0(f"resuming with the schedule the run started with: {started_with} (not {schedule})")
         schedule.update(started_with)
     train_model, _ = maybe_compile(model, compile_mode, compute.device, length, loop.step)
