@@ -38,6 +38,7 @@ from tqdm import tqdm
 from nanochat.core_eval import (BATCH_TOKENS, SUBSET_SEED, centred, continuation_logits, item_indices,
                                 length_batches, mean_with_error, standard_error)
 from nanochat.engine import fit_conversation
+from nanochat.execution import SandboxCheck, check_sandbox
 
 SPELLING_BEE_SIZE = 256     # SpellingBee and Arithmetic generate their questions; this many are scored
 ARITHMETIC_SIZE = 256
@@ -124,6 +125,7 @@ class TaskResult:
     num_samples: int = 1                # generative: samples per problem (pass@k with k = num_samples)
     samples_passed: list[int] = field(default_factory=list)   # generative: how many of the k samples passed
     truncated: int = 0                  # prompts longer than the model's context, cut to fit
+    sandbox: SandboxCheck | None = None  # tasks that run code: the isolation the code ran under
 
     @property
     def n(self) -> int:
@@ -165,6 +167,11 @@ class TaskResult:
         if self.num_samples > 1 and self.n:   # pass@1 as well, from the same k samples
             mean, err = self.sample_accuracy
             out.update(num_samples=self.num_samples, sample_accuracy=mean, sample_accuracy_stderr=err)
+        if self.sandbox:
+            out["sandbox"] = {"layers": list(self.sandbox.layers), "weak": self.sandbox.weak,
+                              "missing": self.sandbox.missing}
+            if self.sandbox.weak:
+                out["note"] = self.sandbox.note()
         return out
 
     def line(self) -> str:
@@ -173,7 +180,8 @@ class TaskResult:
         return (f"{self.name:<14} {self.metric} {self.accuracy:.4f} ± {self.stderr:.4f}{pass_at_1}   centred "
                 f"{self.centred:+.4f} ± {self.centred_stderr:.4f}   baseline {self.baseline:.3f}   n {self.n}   "
                 f"{self.seconds:.1f} s" + (f"   ({self.truncated} prompts cut to fit the context)"
-                                           if self.truncated else ""))
+                                           if self.truncated else "")
+                + (f"   [{self.sandbox.note()}]" if self.sandbox and self.sandbox.weak else ""))
 
 
 def chatcore(results: list[TaskResult], task_names: list[str] | None = None) -> dict | None:
@@ -189,8 +197,12 @@ def chatcore(results: list[TaskResult], task_names: list[str] | None = None) -> 
         label = f"ChatCORE (all {len(task_names)} tasks)"
     else:
         label = f"ChatCORE ({len(names)} of {len(task_names)} tasks: {', '.join(names)})"
-    return {"label": label, "value": value, "stderr": err, "tasks": names,
-            "missing": [t for t in task_names if t not in names]}
+    out = {"label": label, "value": value, "stderr": err, "tasks": names,
+           "missing": [t for t in task_names if t not in names]}
+    notes = [f"{r.name}: {r.sandbox.note()}" for r in results if r.sandbox and r.sandbox.weak]
+    if notes:   # a figure that includes a weak-sandbox score says so
+        out["note"] = "; ".join(notes)
+    return out
 
 
 # -----------------------------------------------------------------------------
@@ -299,12 +311,18 @@ def evaluate(engine, tasks=None, max_problems: int = -1, batch_size: int = 8, nu
     Categorical tasks use engine.model and engine.autocast, generative ones the engine. `log` gets one line per task
     as it finishes and the ChatCORE line (None: silent). Returns {"tasks": {name: summary}, "chatcore": {...},
     "settings": {...}, "results": [TaskResult, ...]} ("results" holds the per-problem answers; it is not JSON).
+    A task that runs the model's code (HumanEval) first checks the sandbox: execution.SandboxRefused if this
+    machine cannot isolate the code; under the weak opt-in, every line and summary carrying its figure says so.
     """
     if tasks is None or isinstance(tasks, str):
         tasks = resolve_task_names(tasks)
+    tasks = [TASKS[resolve_task_names([t])[0]]() if isinstance(t, str) else t for t in tasks]
+    # before any task runs: an unsafe machine refuses now, not after the other tasks' minutes
+    sandbox = check_sandbox() if any(task.runs_code for task in tasks) else None
     results = []
     for task in tasks:
-        task = TASKS[resolve_task_names([task])[0]]() if isinstance(task, str) else task
+        if task.runs_code and log:
+            log(f"{task.name} runs the model's code; {sandbox.line()}")
         if task.eval_type == "categorical":
             result = run_categorical(engine.model, engine.tokenizer, task, batch_size, max_problems,
                                      engine.autocast, progress)
@@ -313,12 +331,14 @@ def evaluate(engine, tasks=None, max_problems: int = -1, batch_size: int = 8, nu
                                     seed, progress)
         else:
             raise ValueError(f"{task.name}: unknown eval_type {task.eval_type!r} (categorical or generative)")
+        result.sandbox = sandbox if task.runs_code else None
         results.append(result)
         if log:
             log(result.line())
     score = chatcore(results)
     if log and score:
-        log(f"{score['label']}: {score['value']:.4f} ± {score['stderr']:.4f}")
+        log(f"{score['label']}: {score['value']:.4f} ± {score['stderr']:.4f}"
+            + (f"   [{score['note']}]" if score.get("note") else ""))
     settings = {"max_problems": max_problems, "subset_seed": SUBSET_SEED, "batch_size": batch_size,
                 "num_samples": num_samples, "max_new_tokens": max_new_tokens, "temperature": temperature,
                 "top_k": top_k, "seed": seed}

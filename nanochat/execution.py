@@ -24,6 +24,11 @@ Namespaces come from `unshare` (util-linux, on every Debian), which execs this f
 up the mounts and limits as root, forks the program as PID 1, drops it to the run's uid and waits for it. A caller
 that is not root gets the namespaces through a user namespace where the kernel allows one. The result's `layers`
 says exactly what held the run; a layer that fails to set up fails the run (never less isolation than reported).
+
+It fails closed: execute_python raises SandboxRefused unless the layers of required_layers() hold (as root: uid,
+nproc and mount; as another user: nproc and mount, since the program runs as that user). NANOCHAT_ALLOW_WEAK_SANDBOX=1
+(chat_eval --allow-weak-sandbox) runs without uid or mount, and the result says so; never without nproc, because a
+fork bomb takes down the machine, not just the evaluation.
 Tests: pytest tests/test_execution.py -q
 """
 
@@ -59,6 +64,7 @@ PROGRAM = "program.py"
 ENV = {"PATH": "/usr/local/bin:/usr/bin:/bin", "LANG": "C.UTF-8", "OMP_NUM_THREADS": "1",
        "OPENBLAS_NUM_THREADS": "1"}  # plus HOME and TMPDIR = the work dir
 HIDDEN_DIRS = ("/tmp", "/var/tmp", "/dev/shm")  # + the caller's home: each covered by an empty read-only tmpfs
+ALLOW_WEAK_ENV = "NANOCHAT_ALLOW_WEAK_SANDBOX"   # "1": run without the uid or mount layer (never without nproc)
 
 BASE_LAYERS = {
     "session": "own session and process group, killed at the end",
@@ -78,6 +84,38 @@ OPTIONAL_LAYERS = {
     "pid": "new PID namespace: every process the program starts dies with it",
     "mount": "new mount namespace: all read-only but a private tmpfs work dir; /tmp, /var/tmp, /dev/shm, home empty",
 }
+NEVER_WAIVED = ("nproc",)   # the opt-in may run without uid or mount, never without a process cap
+REMEDIES = {
+    "uid": "as root it needs the interpreter where other users can read it (a virtual environment outside /root, "
+           "e.g. python3 -m venv /opt/nanochat-venv) or the mount layer",
+    "nproc": "root is exempt from RLIMIT_NPROC: it needs the uid layer, or run as a user other than root",
+    "mount": "it needs `unshare` (util-linux) and permission to make namespaces (in a container: "
+             "--security-opt seccomp=unconfined or --privileged; as a user: unprivileged user namespaces allowed)",
+}
+
+
+class SandboxRefused(RuntimeError):
+    """This machine lacks isolation layers that untrusted code needs here (see required_layers)."""
+
+
+@dataclass(frozen=True)
+class SandboxCheck:
+    """What untrusted code runs under on this machine: the optional layers that hold, the required ones missing
+    (with why) and whether it runs anyway because the weak sandbox was allowed."""
+    layers: tuple[str, ...]
+    missing: dict
+    weak: bool
+
+    def line(self) -> str:
+        held = ", ".join(self.layers) or "none"
+        if not self.weak:
+            return f"sandbox: isolation layers {held} (plus the base limits)"
+        gone = "; ".join(f"{name} ({why})" for name, why in self.missing.items())
+        return f"sandbox: WEAK ({ALLOW_WEAK_ENV}=1): layers {held}; without {gone}"
+
+    def note(self) -> str:
+        """The mark every HumanEval figure carries when the sandbox was weak ("" when it was not)."""
+        return f"weak sandbox: without {', '.join(self.missing)}" if self.weak else ""
 
 
 @dataclass
@@ -90,17 +128,72 @@ class ExecutionResult:
     output_exceeded: bool    # printed more than MAX_OUTPUT_BYTES on a stream and was killed
     returncode: int | None   # negative: killed by that signal
     layers: tuple[str, ...]  # the isolation layers enforced on this run (BASE_LAYERS + those of OPTIONAL_LAYERS)
+    weak: bool = False       # run without a required layer, because the weak sandbox was allowed
 
 
 def execute_python(code: str, timeout: float = TIMEOUT_S, memory_bytes: int = MEMORY_BYTES,
-                   cpu_seconds: int | None = None, skip_layers: tuple[str, ...] = ()) -> ExecutionResult:
-    """Run `code` as a Python program in the sandbox. skip_layers leaves optional layers out (for tests' controls
-    and debugging); the result's layers name the ones that held."""
+                   cpu_seconds: int | None = None, skip_layers: tuple[str, ...] = (),
+                   allow_weak: bool | None = None) -> ExecutionResult:
+    """Run `code` as a Python program in the sandbox, or raise SandboxRefused (check_sandbox) if this machine
+    cannot isolate it. allow_weak None reads NANOCHAT_ALLOW_WEAK_SANDBOX. skip_layers leaves optional layers out
+    on purpose (for tests' controls and debugging, never for untrusted code); the result's layers name the ones
+    that held."""
     unknown = set(skip_layers) - set(OPTIONAL_LAYERS)
     if unknown:
         raise ValueError(f"unknown layers {sorted(unknown)}; optional layers are {list(OPTIONAL_LAYERS)}")
+    check = check_sandbox(allow_weak)
+    layers = _usable_layers(skip_layers)
+    result = _run(code, layers, timeout, memory_bytes, cpu_seconds)
+    result.weak = check.weak
+    return result
+
+
+def required_layers() -> tuple[str, ...]:
+    """The optional layers untrusted code needs before it runs. As root: its own uid (it then owns nothing, and
+    RLIMIT_NPROC counts), the process cap and the read-only mounts. As another user the program runs as that
+    user, so: the process cap, and the mounts that keep it from the user's files."""
+    return ("uid", "nproc", "mount") if os.geteuid() == 0 else ("nproc", "mount")
+
+
+def weak_sandbox_allowed() -> bool:
+    return os.environ.get(ALLOW_WEAK_ENV, "").strip().lower() in ("1", "true", "yes")
+
+
+def check_sandbox(allow_weak: bool | None = None) -> SandboxCheck:
+    """The layers untrusted code gets on this machine; raises SandboxRefused, naming each missing required layer,
+    why it is off and what to do, unless they all hold (or the weak sandbox is allowed and nproc holds)."""
+    allow_weak = weak_sandbox_allowed() if allow_weak is None else allow_weak
+    usable = _usable_layers()
+    why = available_layers()
+    missing = {name: why[name] or _lost_because(name, usable) for name in required_layers() if name not in usable}
+    if missing and (not allow_weak or any(name in missing for name in NEVER_WAIVED)):
+        lines = [f"the sandbox will not run untrusted code on this machine: "
+                 f"{'as root ' if os.geteuid() == 0 else ''}it needs the layers {', '.join(required_layers())}, "
+                 f"and {', '.join(missing)} {'is' if len(missing) == 1 else 'are'} off:"]
+        lines += [f"  {name}: {reason}. To fix: {REMEDIES[name]}." for name, reason in missing.items()]
+        if not any(name in missing for name in NEVER_WAIVED):
+            lines.append(f"Or, knowing that the program may then write files or reach the network as this user, "
+                         f"set {ALLOW_WEAK_ENV}=1 (chat_eval --allow-weak-sandbox) to run with the layers that hold.")
+        lines.append("`python -m nanochat.execution` lists every layer of this machine.")
+        raise SandboxRefused("\n".join(lines))
+    return SandboxCheck(tuple(usable), missing, bool(missing))
+
+
+def _usable_layers(skip_layers: tuple[str, ...] = ()) -> list[str]:
+    """The optional layers a run gets: those this machine enforces, less skip_layers and what they take with them
+    (uid cannot start an interpreter in a closed dir without the mount layer; root ignores RLIMIT_NPROC)."""
     layers = [name for name, why in available_layers().items() if not why and name not in skip_layers]
-    return _run(code, layers, timeout, memory_bytes, cpu_seconds)
+    if "uid" in layers and "mount" not in layers and _closed_dirs():
+        layers.remove("uid")
+    if "uid" not in layers and os.geteuid() == 0 and "nproc" in layers:
+        layers.remove("nproc")
+    return layers
+
+
+def _lost_because(name: str, usable: list[str]) -> str:
+    if name == "uid":
+        return f"the interpreter is under {_closed_dirs()[0]}, closed to other users, and the mount layer is off"
+    return "root is exempt from RLIMIT_NPROC and the uid layer is off"
 
 
 @functools.lru_cache(maxsize=None)
@@ -110,7 +203,7 @@ def available_layers() -> dict[str, str]:
         return {name: "needs Linux" for name in OPTIONAL_LAYERS}
     why = {}
     for name in ("net", "pid", "mount"):
-        why[name] = _probe([name]) if shutil.which("unshare") else "no unshare binary (util-linux)"
+        why[name] = machine_lacks(name) or _probe([name])
     closed = _closed_dirs()  # e.g. /root (0700) holding pyenv's python: the mount layer binds it back
     if os.geteuid() != 0:
         why["uid"] = "caller is not root: the program runs as the caller"
@@ -120,6 +213,27 @@ def available_layers() -> dict[str, str]:
         why["uid"] = _probe(["uid", "mount"] if closed else ["uid"])
     why["nproc"] = "" if os.geteuid() != 0 or not why["uid"] else "root is exempt from RLIMIT_NPROC and uid is off"
     return {name: why[name] for name in OPTIONAL_LAYERS}
+
+
+@functools.lru_cache(maxsize=None)
+def machine_lacks(name: str) -> str:
+    """Why this machine itself cannot give an optional layer ("" if it can): not Linux, no unshare, namespaces
+    refused by the kernel or the container, not root. A layer that is off for any other reason is lost to this
+    module's own setup: a bug to fix, never a layer to do without."""
+    if sys.platform != "linux":
+        return "needs Linux"
+    if name in ("net", "pid", "mount"):
+        if not shutil.which("unshare"):
+            return "no unshare binary (util-linux)"
+        r = subprocess.run(_unshare_argv([name]) + ["true"], capture_output=True, text=True,
+                           timeout=PROBE_TIMEOUT_S, stdin=subprocess.DEVNULL)
+        detail = (r.stderr.strip().splitlines() or [f"exit code {r.returncode}"])[-1][:200]
+        return "" if r.returncode == 0 else f"this machine refuses {name} namespaces ({detail})"
+    if os.geteuid() != 0:
+        return "caller is not root: the program runs as the caller" if name == "uid" else ""
+    if name == "uid" and _closed_dirs() and machine_lacks("mount"):
+        return f"the interpreter is under {_closed_dirs()[0]}, closed to other users, and {machine_lacks('mount')}"
+    return machine_lacks("uid") if name == "nproc" else ""
 
 
 def describe_layers() -> str:
@@ -143,10 +257,6 @@ def _probe(layers: list[str]) -> str:
 
 def _run(code: str, layers: list[str], timeout: float, memory_bytes: int,
          cpu_seconds: int | None) -> ExecutionResult:
-    if "uid" in layers and "mount" not in layers and _closed_dirs():
-        layers = [name for name in layers if name != "uid"]  # the uid could not even start the interpreter
-    if "uid" not in layers and os.geteuid() == 0:
-        layers = [name for name in layers if name != "nproc"]  # root ignores RLIMIT_NPROC: do not claim it
     uid = SANDBOX_UID_BASE + secrets.randbelow(SANDBOX_UIDS) if "uid" in layers else None
     with tempfile.TemporaryDirectory(prefix="nanochat-sandbox-") as work:
         with open(os.path.join(work, PROGRAM), "w") as f:
@@ -156,7 +266,7 @@ def _run(code: str, layers: list[str], timeout: float, memory_bytes: int,
             os.chmod(work, 0o700)
         limits = {"AS": memory_bytes, "CPU": cpu_seconds or math.ceil(timeout) + 1, "FSIZE": WORK_DIR_BYTES,
                   "NOFILE": MAX_OPEN_FILES, "CORE": 0} | ({"NPROC": MAX_PROCESSES} if "nproc" in layers else {})
-        config = {"python": sys.executable, "work": work, "uid": uid, "limits": limits, "pid": "pid" in layers,
+        config = {"python": _interpreter(), "work": work, "uid": uid, "limits": limits, "pid": "pid" in layers,
                   "mount": _mount_plan() if "mount" in layers else None,
                   "host_mount_ns": os.readlink("/proc/self/ns/mnt")}
         argv = _unshare_argv(layers) + [sys.executable, "-I", "-S", os.path.abspath(__file__), "--launch",
@@ -252,8 +362,25 @@ def _mount_plan() -> dict:
     return {"hide": hide, "keep": keep}
 
 
+def _interpreter() -> str:
+    """The interpreter's path with its directory resolved: a virtual environment reached through a symbolic link
+    (~/.cache/venv -> the real one) is started from where it really is, which the mount layer binds back, and
+    still finds its pyvenv.cfg beside it."""
+    return os.path.join(os.path.realpath(os.path.dirname(sys.executable)), os.path.basename(sys.executable))
+
+
 def _interpreter_dirs() -> set[str]:
-    return {os.path.realpath(p) for p in (sys.prefix, sys.base_prefix, os.path.dirname(sys.executable))}
+    """What the interpreter needs: its prefixes and the directory of every link on the way from _interpreter()
+    to the binary (venv/bin/python -> python3 -> /root/.pyenv/.../bin/python3.11)."""
+    dirs = {os.path.realpath(p) for p in (sys.prefix, sys.base_prefix)}
+    path, seen = _interpreter(), set()
+    while path not in seen:
+        seen.add(path)
+        dirs.add(os.path.realpath(os.path.dirname(path)))
+        if not os.path.islink(path):
+            break
+        path = os.path.join(os.path.dirname(path), os.readlink(path))
+    return dirs
 
 
 def _closed_dirs() -> list[str]:

@@ -104,9 +104,17 @@ def task_names(spec: str) -> list[str]:
 
 
 def chat_eval_tasks(names: list[str]):
-    """The periodic chat_eval's Task objects, built once (MMLU takes seconds to load)."""
+    """The periodic chat_eval's Task objects, built once (MMLU takes seconds to load). A task that runs the
+    model's code checks the sandbox now, so an unsafe machine stops the stage before it trains."""
     from nanochat.chat_eval import TASKS
-    return [TASKS[name]() for name in names]
+    from nanochat.execution import SandboxRefused, check_sandbox
+    tasks = [TASKS[name]() for name in names]
+    if any(task.runs_code for task in tasks):
+        try:
+            print(check_sandbox().line())
+        except SandboxRefused as e:
+            raise UserError(str(e)) from None
+    return tasks
 
 
 def run_chat_stage(args, stage: str, train_task, val_task, packed: bool, supervise: str, rows_per_step,

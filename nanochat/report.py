@@ -133,14 +133,16 @@ def code_size() -> dict:
 
 
 def _cell(value) -> str:
-    """A metric as text: 0.1234 ± 0.0056 for {"value", "stderr"}, the number alone, or "missing"."""
+    """A metric as text: 0.1234 ± 0.0056 for {"value", "stderr"} (then its "note", if any), the number alone, or
+    "missing"."""
     if value is None:
         return MISSING
     if isinstance(value, dict):
         if value.get("value") is None:
             return MISSING
-        return f"{value['value']:.4f} ± {value['stderr']:.4f}" if value.get("stderr") is not None \
+        text = f"{value['value']:.4f} ± {value['stderr']:.4f}" if value.get("stderr") is not None \
             else f"{value['value']:.4f}"
+        return f"{text} ({value['note']})" if value.get("note") else text   # e.g. "weak sandbox: without mount"
     return f"{value:.4f}" if isinstance(value, float) else str(value)
 
 

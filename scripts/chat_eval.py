@@ -21,8 +21,9 @@ import time
 from nanochat import cli, report
 from nanochat.chat_eval import TASKS, evaluate, resolve_task_names
 from nanochat.checkpoint_manager import locate_checkpoint
-from nanochat.common import atomic_write, compute_init
+from nanochat.common import UserError, atomic_write, compute_init
 from nanochat.engine import load_engine
+from nanochat.execution import ALLOW_WEAK_ENV, SandboxRefused
 
 
 def main(argv=None) -> dict:
@@ -34,6 +35,10 @@ def main(argv=None) -> dict:
                         help="problems per task: a fixed seeded subset of this many (-1 = all)")
     parser.add_argument("--batch-size", type=cli.positive_int, default=8,
                         help="questions per forward pass (multiple-choice tasks)")
+    parser.add_argument("--allow-weak-sandbox", action="store_true",
+                        help=f"run HumanEval's code although the sandbox lacks its uid or mount layer (sets "
+                             f"{ALLOW_WEAK_ENV}=1; every HumanEval figure is then marked); never without a "
+                             f"process cap")
     parser.add_argument("--num-samples", type=cli.positive_int, default=1,
                         help="replies sampled per problem (generative tasks); a problem passes if any does (pass@k); "
                              "more than 1 needs --temperature > 0")
@@ -46,6 +51,8 @@ def main(argv=None) -> dict:
         names = resolve_task_names(args.task_name)
     except ValueError as e:
         parser.error(str(e))
+    if args.allow_weak_sandbox:
+        os.environ[ALLOW_WEAK_ENV] = "1"
     if args.num_samples > 1 and args.temperature == 0:
         parser.error(f"--num-samples {args.num_samples} needs --temperature > 0 (greedy samples are all the same)")
 
@@ -58,9 +65,12 @@ def main(argv=None) -> dict:
     print(f"chat_eval of {model_name}: {', '.join(names)}{cap}")
 
     # --- evaluate ---
-    results = evaluate(engine, names, max_problems=args.max_problems, batch_size=args.batch_size,
-                       num_samples=args.num_samples, max_new_tokens=args.max_tokens, temperature=args.temperature,
-                       top_k=args.top_k or None, seed=args.seed)
+    try:
+        results = evaluate(engine, names, max_problems=args.max_problems, batch_size=args.batch_size,
+                           num_samples=args.num_samples, max_new_tokens=args.max_tokens,
+                           temperature=args.temperature, top_k=args.top_k or None, seed=args.seed)
+    except SandboxRefused as e:
+        raise UserError(str(e)) from None
 
     # --- save ---
     report_data = {"model": model_name, "source": source, "checkpoint_dir": checkpoint_dir, "step": step,
@@ -69,10 +79,17 @@ def main(argv=None) -> dict:
     text = json.dumps(report_data, indent=2).encode()
     atomic_write(path, lambda f: f.write(text))
     print(f"results written to {path}")
-    metrics = {name: {"value": r["accuracy"], "stderr": r["stderr"]} for name, r in report_data["tasks"].items()}
+    # a figure from a weak sandbox carries its note into the report, as it does in the lines and the JSON
+    metrics = {name: {"value": r["accuracy"], "stderr": r["stderr"], **({"note": r["note"]} if "note" in r else {})}
+               for name, r in report_data["tasks"].items()}
     if results["chatcore"]:
-        metrics["ChatCORE"] = {"value": results["chatcore"]["value"], "stderr": results["chatcore"]["stderr"]}
-    report.record(f"chat_eval_{source}", settings=vars(args), metrics=metrics,
+        score = results["chatcore"]
+        metrics["ChatCORE"] = {"value": score["value"], "stderr": score["stderr"],
+                               **({"note": score["note"]} if "note" in score else {})}
+    sandboxes = {name: r["sandbox"] for name, r in report_data["tasks"].items() if "sandbox" in r}
+    settings = vars(args) | {f"sandbox ({name})": ", ".join(s["layers"]) + (" (WEAK)" if s["weak"] else "")
+                             for name, s in sandboxes.items()}
+    report.record(f"chat_eval_{source}", settings=settings, metrics=metrics,
                   seconds=time.time() - t_start, text=model_name)
     return results
 

@@ -38,6 +38,7 @@ class Task:
 
     name = "task"
     eval_type = "generative"  # or "categorical"
+    runs_code = False         # evaluate() runs the model's code (in nanochat.execution's sandbox)
     eval_split: str | None = "test"  # the split chat evaluation scores (None: a training-only task)
 
     def __init__(self, split: str):

@@ -31,6 +31,7 @@ TIMEOUT_S = 10.0  # wall clock for one completion and its tests
 class HumanEval(Task):
     name = "HumanEval"
     eval_type = "generative"
+    runs_code = True
 
     def __init__(self, split: str = "test"):
         super().__init__(split)

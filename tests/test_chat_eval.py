@@ -7,16 +7,19 @@ engines, and tiny random GPTs: no registry data, no network.
 
 import json
 import math
+import os
 from dataclasses import asdict
+from pathlib import Path
 
 import pytest
 import torch
 
 from conftest import tiny_gpt
-from nanochat import chat_eval
+from nanochat import chat_eval, report
 from nanochat.chat_eval import TaskResult, chatcore, resolve_task_names, run_categorical, run_generative
 from nanochat.checkpoint_manager import save_checkpoint
 from nanochat.engine import Engine
+from nanochat.execution import ALLOW_WEAK_ENV, SandboxCheck, SandboxRefused
 from scripts import chat_eval as chat_eval_script
 from tasks.common import Task, extract_answer, mc_conversation
 
@@ -283,3 +286,49 @@ def test_bad_flags_give_one_line(capsys):
     assert "needs --temperature > 0" in one_line_error(["--num-samples", "4"], capsys)
     assert "-i/--source: invalid choice: 'final'" in one_line_error(["-i", "final"], capsys)
     assert "--max-problems: 0 is not a positive integer or -1" in one_line_error(["--max-problems", "0"], capsys)
+
+
+# -----------------------------------------------------------------------------
+# Tasks that run the model's code: the sandbox is checked first, and a weak one marks every figure
+
+class CodeSums(Sums):
+    name = "HumanEval"
+    runs_code = True
+
+
+@pytest.fixture
+def with_code_task(sft_checkpoint, monkeypatch):
+    monkeypatch.setattr(chat_eval, "TASKS", {"Quiz": lambda: Quiz(QUIZ), "HumanEval": lambda: CodeSums([(1, 2)])})
+    monkeypatch.setattr(chat_eval, "CHATCORE_TASKS", ["Quiz", "HumanEval"])
+    return sft_checkpoint
+
+
+def test_an_unsafe_sandbox_stops_chat_eval_before_any_task(with_code_task, monkeypatch, capsys):
+    def refuse(allow_weak=None):
+        raise SandboxRefused("the sandbox will not run untrusted code on this machine: mount is off")
+    monkeypatch.setattr(chat_eval, "check_sandbox", refuse)
+    with pytest.raises(SystemExit, match="error: the sandbox will not run untrusted code"):
+        chat_eval_script.main(["-i", "sft", "--max-tokens", "8", "--quantize", "none", "--device-type", "cpu"])
+    assert "Quiz " not in capsys.readouterr().out                  # refused before the first task ran
+    assert not (with_code_task / "chat_eval_000003.json").exists()
+
+
+def test_a_weak_sandbox_marks_every_figure_it_touches(with_code_task, base_dir, monkeypatch, capsys):
+    monkeypatch.delenv(ALLOW_WEAK_ENV, raising=False)
+    weak = SandboxCheck(("nproc", "net", "pid"), {"mount": "switched off"}, True)
+    monkeypatch.setattr(chat_eval, "check_sandbox", lambda allow_weak=None: weak)
+    results = chat_eval_script.main(["-i", "sft", "--max-tokens", "8", "--quantize", "none", "--device-type", "cpu",
+                                     "--allow-weak-sandbox"])
+    assert os.environ[ALLOW_WEAK_ENV] == "1"                       # the flag is the opt-in the sandbox reads
+    lines = capsys.readouterr().out.splitlines()
+    figures = [line for line in lines if line.startswith(("HumanEval  ", "ChatCORE"))]   # the score lines
+    assert len(figures) == 2 and all("weak sandbox: without mount" in line for line in figures)
+    assert any("runs the model's code; sandbox: WEAK" in line for line in lines)
+    assert not any("weak" in line for line in lines if line.startswith("Quiz "))
+    saved = json.loads((with_code_task / "chat_eval_000003.json").read_text())
+    assert saved["tasks"]["HumanEval"]["note"] == "weak sandbox: without mount" and "note" not in saved["tasks"]["Quiz"]
+    assert saved["tasks"]["HumanEval"]["sandbox"]["missing"] == {"mount": "switched off"}
+    assert "HumanEval: weak sandbox" in saved["chatcore"]["note"] and results["chatcore"]["note"]
+    text = Path(report.generate()).read_text()
+    assert "(weak sandbox: without mount)" in text and "sandbox (HumanEval)=nproc, net, pid (WEAK)" in text
+    monkeypatch.delenv(ALLOW_WEAK_ENV)

@@ -5,16 +5,22 @@ there, the server saw no connection, no process of the run is left), not by the 
 same program with the layer skipped and see the effect happen, so the checks can fail.
 
 The fork bomb runs only after a bounded probe has shown the process cap working on this machine.
-Tests that need a layer the machine lacks are skipped, with the reason from available_layers().
+A test that needs a layer the machine itself cannot give (execution.machine_lacks: not Linux, no unshare,
+namespaces refused, not root) is skipped with that reason; a layer lost to the sandbox's own setup fails it.
+The hostile programs also run from an interpreter reached through a symbolic link and from a venv under /tmp,
+and the refusals (a required layer off) and the weak opt-in are checked on their own.
 
     pytest tests/test_execution.py -q
 """
 
 import ast
+import json
 import os
 import signal
 import socket
 import subprocess
+import sys
+import tempfile
 import time
 import tracemalloc
 import uuid
@@ -23,17 +29,23 @@ from pathlib import Path
 import pytest
 
 from nanochat import execution
-from nanochat.execution import (BASE_LAYERS, KILL_GRACE_S, MAX_OUTPUT_BYTES, MAX_PROCESSES, OPTIONAL_LAYERS,
-                                SANDBOX_UID_BASE, SANDBOX_UIDS, available_layers, describe_layers, execute_python)
+from nanochat.execution import (ALLOW_WEAK_ENV, BASE_LAYERS, KILL_GRACE_S, MAX_OUTPUT_BYTES, MAX_PROCESSES,
+                                OPTIONAL_LAYERS, SANDBOX_UID_BASE, SANDBOX_UIDS, SandboxRefused, available_layers,
+                                check_sandbox, describe_layers, execute_python)
+
+REPO = Path(__file__).resolve().parent.parent
 
 pytestmark = pytest.mark.subprocess     # every case runs a sandboxed process
 
 
 def need(*layers):
-    """Skip unless this machine enforces one of these layers."""
+    """Skip if this machine cannot give any of these layers; fail if it can and the sandbox lost one."""
+    lacks = {name: execution.machine_lacks(name) for name in layers}
+    if all(lacks.values()):
+        pytest.skip("; ".join(f"{name} layer off: {why}" for name, why in lacks.items()))
     why = available_layers()
-    if all(why[name] for name in layers):
-        pytest.skip("; ".join(f"{name} layer off: {why[name]}" for name in layers))
+    lost = {name: why[name] for name in layers if not lacks[name] and why[name]}
+    assert not lost, f"layers this machine can give are off: {lost}"
 
 
 def sandbox_processes() -> list[tuple[int, str]]:
@@ -228,3 +240,149 @@ def test_cannot_kill_its_parent_or_this_process():
     assert r.stdout.endswith("still here\n"), r.stdout + r.stderr
     assert "test sent" not in r.stdout and "group sent" not in r.stdout
     os.kill(os.getpid(), 0)  # and we are alive to check it
+
+
+# --- other interpreters: a venv reached through a symbolic link, a venv under /tmp ---
+
+# Runs in a child interpreter: checks the sandbox, runs each program (DRIVER_PID in a program is this driver's
+# pid) and prints one JSON line. With "mount_off", the mount layer is reported off, as on a machine without it.
+DRIVER = r"""
+import json, os, subprocess, sys
+sys.path.insert(0, sys.argv[1])
+from nanochat import execution
+cfg = json.loads(sys.argv[2])
+if cfg.get("mount_off"):
+    real = execution.available_layers()
+    execution.available_layers = lambda: {**real, "mount": "switched off by the test"}
+out = {"executable": sys.executable}
+try:
+    out["check"] = execution.check_sandbox().line()
+except execution.SandboxRefused as e:
+    print(json.dumps({**out, "refused": str(e)}))
+    sys.exit(0)
+out["results"] = {}
+for name, code in cfg["programs"].items():
+    r = execution.execute_python(code.replace("DRIVER_PID", str(os.getpid())), timeout=cfg.get("timeout", 5.0))
+    out["results"][name] = {"stdout": r.stdout, "stderr": r.stderr[-300:], "layers": r.layers, "weak": r.weak,
+                            "timed_out": r.timed_out}
+out["can_fork"] = subprocess.run(["true"]).returncode == 0
+print(json.dumps(out))
+"""
+
+FORK_BOMB = "import os\nwhile True:\n    try:\n        os.fork()\n    except OSError:\n        pass"
+
+
+def run_driver(python: str, programs: dict, env: dict | None = None, **cfg) -> dict:
+    proc = subprocess.run([python, "-c", DRIVER, str(REPO), json.dumps({"programs": programs, **cfg})],
+                          capture_output=True, text=True, timeout=300, env={**os.environ, **(env or {})})
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+@pytest.fixture(params=["symlinked-venv", "venv-under-tmp"])
+def other_python(request, tmp_path_factory) -> str:
+    """This interpreter reached through a symbolic link under /tmp, or a new venv under /tmp."""
+    where = tmp_path_factory.mktemp(request.param)
+    assert str(where).startswith("/tmp/")  # inside a directory the mount layer hides
+    if request.param == "symlinked-venv":
+        (where / "venv").symlink_to(Path(sys.prefix))
+        python = where / "venv" / "bin" / Path(sys.executable).name
+    else:
+        subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(where / "venv")], check=True)
+        python = where / "venv" / "bin" / "python"
+    return str(python)
+
+
+@pytest.mark.slow
+def test_hostile_programs_are_contained_from_other_interpreters(other_python):
+    need("mount")
+    m = uuid.uuid4().hex
+    files = {k: Path(p) for k, p in [("open", f"/tmp/nanochat-open-{m}"), ("home", f"{Path.home()}/nanochat-{m}"),
+                                      ("system", f"/tmp/nanochat-system-{m}"), ("sub", f"/tmp/nanochat-sub-{m}")]}
+    secret = f"secret-{m}"
+    with socket.create_server(("127.0.0.1", 0)) as server:
+        server.setblocking(False)
+        port = server.getsockname()[1]
+        programs = {
+            "open": f"open({str(files['open'])!r}, 'w').write('x')",
+            "home": f"open({str(files['home'])!r}, 'w').write('x')",
+            "system": f"import os\nos.system('touch {files['system']}')",
+            "subprocess": f"import subprocess\nsubprocess.run(['sh', '-c', 'echo x > {files['sub']}'])",
+            "network": f"import socket\nsocket.create_connection(('127.0.0.1', {port}), timeout=3)\nprint('connected')",
+            "environ": "import os\nprint(dict(os.environ))\nos.system('cat /proc/*/environ')",
+            "kill": f"import os, signal\nfor pid in (DRIVER_PID, {os.getpid()}):\n"
+                    f"    try:\n        os.kill(pid, signal.SIGKILL)\n    except OSError:\n        pass\nprint('alive')",
+            "fork_bomb": FORK_BOMB,
+        }
+        try:
+            out = run_driver(other_python, programs, env={"NANOCHAT_TEST_SECRET": secret}, timeout=3.0)
+            escaped = [str(f) for f in files.values() if f.exists()]
+            with pytest.raises(BlockingIOError):   # no connection reached the server
+                server.accept()
+        finally:
+            for f in files.values():
+                f.unlink(missing_ok=True)
+    assert "refused" not in out, out
+    assert out["executable"].startswith("/tmp/")
+    for name, r in out["results"].items():
+        assert {"uid", "nproc", "mount"} <= set(r["layers"]) and not r["weak"], (name, r)
+    assert escaped == []
+    assert "connected" not in out["results"]["network"]["stdout"]
+    assert secret not in json.dumps(out["results"]["environ"])
+    assert out["results"]["fork_bomb"]["timed_out"] and out["can_fork"]
+    assert sandbox_processes() == []
+
+
+# --- failing closed ---
+
+def test_refuses_when_a_required_layer_is_off(monkeypatch):
+    real = available_layers()
+    monkeypatch.setattr(execution, "available_layers", lambda: {**real, "mount": "switched off by the test"})
+    monkeypatch.delenv(ALLOW_WEAK_ENV, raising=False)
+    with pytest.raises(SandboxRefused) as refused:
+        execute_python("open('/tmp/never', 'w')")
+    message = str(refused.value)
+    assert "mount: switched off by the test" in message and "To fix:" in message
+    if os.geteuid() == 0 and execution._closed_dirs():   # uid cannot start this interpreter, so nproc goes too
+        assert "nproc:" in message and ALLOW_WEAK_ENV not in message   # never waived: no opt-in offered
+    # the opt-in never runs without a process cap
+    if "nproc:" in message:
+        with pytest.raises(SandboxRefused):
+            execute_python("print(1)", allow_weak=True)
+
+
+def test_what_is_required_as_root_and_as_another_user(monkeypatch):
+    real = available_layers()
+    monkeypatch.setattr(execution, "available_layers", lambda: {**real, "mount": "off", "uid": "off"})
+    monkeypatch.setattr(execution, "_closed_dirs", lambda: [])
+    monkeypatch.setattr(execution.os, "geteuid", lambda: 1000)
+    assert execution.required_layers() == ("nproc", "mount")
+    with pytest.raises(SandboxRefused, match="mount: off"):
+        check_sandbox(allow_weak=False)
+    weak = check_sandbox(allow_weak=True)      # a user's process cap holds: the opt-in may run without mounts
+    assert weak.weak and list(weak.missing) == ["mount"] and "WEAK" in weak.line() and "mount" in weak.note()
+    monkeypatch.setattr(execution.os, "geteuid", lambda: 0)
+    assert execution.required_layers() == ("uid", "nproc", "mount")
+    with pytest.raises(SandboxRefused, match="(?s)uid: off.*nproc: root is exempt"):
+        check_sandbox(allow_weak=True)          # root without uid has no process cap: refused even opted in
+
+
+@pytest.mark.slow
+def test_weak_opt_in_runs_and_says_so_and_still_caps_processes():
+    """A venv of the system's Python (readable by every user) with the mount layer off: refused, then run under
+    the opt-in with uid and nproc holding; a fork bomb is contained and the machine can fork afterwards."""
+    need("uid")
+    if not os.path.exists("/usr/bin/python3"):
+        pytest.skip("no system Python (/usr/bin/python3) to build a venv readable by every user")
+    with tempfile.TemporaryDirectory(prefix="nanochat-venv-") as where:   # pytest's tmp_path is closed (0700)
+        os.chmod(where, 0o755)
+        subprocess.run(["/usr/bin/python3", "-m", "venv", "--without-pip", f"{where}/venv"], check=True)
+        python = f"{where}/venv/bin/python"
+        refused = run_driver(python, {"hello": "print('hello')"}, env={ALLOW_WEAK_ENV: "0"}, mount_off=True)
+        out = run_driver(python, {"hello": "print('hello')", "fork_bomb": FORK_BOMB}, env={ALLOW_WEAK_ENV: "1"},
+                         mount_off=True, timeout=2.0)
+    assert "mount: switched off by the test" in refused["refused"] and ALLOW_WEAK_ENV in refused["refused"]
+    hello, bomb = out["results"]["hello"], out["results"]["fork_bomb"]
+    assert hello["stdout"] == "hello\n" and hello["weak"] and "mount" not in hello["layers"]
+    assert {"uid", "nproc"} <= set(hello["layers"]) and "WEAK" in out["check"]
+    assert bomb["timed_out"] and out["can_fork"] and sandbox_processes() == []
