@@ -12,7 +12,8 @@ nothing here is run directly. In code:
 
 How a request runs: the prompt is fed once at batch 1 (prefill); its keys/values are written into every row of a
 cache preallocated for num_samples rows and prompt + max_tokens positions; then one token per step is decoded for all
-rows. Rows stop at <|assistant_end|> or <|bos|>, at max_tokens, or when the model's context is full.
+rows. Rows stop at <|assistant_end|> or <|bos|> (or a token of another turn), at max_tokens, or when the model's
+context is full.
 
 Tool use: text the model writes between <|python_start|> and <|python_end|> goes to the calculator, a small parser
 that evaluates arithmetic and "string".count("s") and nothing else; its result is forced in as
@@ -222,7 +223,10 @@ class Engine:
         self.bos, self.assistant_end = sp("<|bos|>"), sp("<|assistant_end|>")
         self.python_start, self.python_end = sp("<|python_start|>"), sp("<|python_end|>")
         self.output_start, self.output_end = sp("<|output_start|>"), sp("<|output_end|>")
-        self.stop_tokens = {self.bos, self.assistant_end}
+        # the reply ends at its own end, and at any token that belongs to another turn: a model that writes
+        # <|user_end|><|assistant_start|> is inventing the next turn, which must never show as reply text
+        self.stop_tokens = {self.bos, self.assistant_end, *map(sp, ("<|user_start|>", "<|user_end|>",
+                                                                    "<|assistant_start|>"))}
 
     def _forward(self, ids: torch.Tensor, cache: KVCache) -> torch.Tensor:
         """Logits of the last position, (B, V)."""
@@ -253,7 +257,8 @@ class Engine:
                  top_k: int | None = None, top_p: float | None = None, seed: int = 42):
         """Yield (token_column, token_masks) once per step: one token per sample, mask 1 if sampled, 0 if forced.
 
-        A sample is finished once it has yielded <|assistant_end|> or <|bos|>; its later entries are padding and
+        A sample is finished once it has yielded a stop token (<|assistant_end|>, <|bos|>, or a token that starts or
+        ends another turn: <|user_start|>, <|user_end|>, <|assistant_start|>); its later entries are padding and
         must be ignored. Generation ends when all samples are finished, after max_tokens steps, or when the model's
         context (prompt + generated) is full. Same seed -> same tokens; temperature 0 is greedy and ignores the seed.
         """

@@ -239,7 +239,8 @@ def test_refused_tool_call_forces_nothing(tokenizer):
     assert masks[0] == [0, 1, 1, 1]
 
 
-@pytest.mark.parametrize("stop", ["<|assistant_end|>", "<|bos|>"])
+@pytest.mark.parametrize("stop", ["<|assistant_end|>", "<|bos|>", "<|user_end|>", "<|user_start|>",
+                                  "<|assistant_start|>"])
 def test_stops_at_stop_tokens_and_budget(tokenizer, stop):
     sp = tokenizer.encode_special
     ch = lambda s: tokenizer.encode(s)[0]
