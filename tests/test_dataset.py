@@ -302,7 +302,8 @@ def test_build_offline_fixture(tmp_path):
     out = tmp_path / "shards"
     report = D.build_offline(str(out), fetch=fetch, shard_chars=20_000)
     assert set(report.stats) == {"gcide", "jane-austen", "sotu+moby-dick"}
-    assert set(report.missing) == {"wordnet", "foldoc", "python-docs", "factbook", "brown"}
+    assert set(report.missing) == {"wordnet", "foldoc", "python-docs", "factbook", "brown", "wikipedia", "bbc-news",
+                                   "countries"}
     assert "MISSING brown" in report.table() and "share" in report.table()
     files = D.list_parquet_files(str(out))
     assert files == report.shards and len(files) >= 3

