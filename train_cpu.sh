@@ -21,7 +21,8 @@
 #   NUM_SHARDS=16    hub shards to download when DATA is the hub (~250M characters each)
 #   WANDB_RUN=name   log the training stages to wandb (offline unless you are logged in: `wandb sync` later)
 #   BASE_ARGS, MID_ARGS, SFT_ARGS, RL_ARGS  more flags for base_train, mid_train, chat_sft, chat_rl (the last given
-#                    wins), e.g. SFT_ARGS="--num-epochs 2" or MID_ARGS="--time-budget 5"
+#                    wins), e.g. SFT_ARGS="--num-epochs 2" or MID_ARGS="--time-budget 5"; MID_ARGS="--sharegpt 3000"
+#                    opts in to ShareGPT conversations (their package states no license: never a default)
 #   NANOCHAT_BASE_DIR  where everything is written (default ~/.cache/nanochat)
 # Logs: $NANOCHAT_BASE_DIR/logs/<stage>.log; report: $NANOCHAT_BASE_DIR/report/report.md (nanochat/report.py).
 set -euo pipefail

@@ -1,8 +1,8 @@
 """
-Offline pretraining mix benchmark: the same short pipeline on two offline mixes, side by side. For each mix (by
-default 'uniform', every source once as before per-source weights, then 'default', nanochat/offline_text.py's
-weights), in a base dir of its own that shares the tokenizer and the package cache of your base dir (nothing is
-downloaded again, and the same tokenizer makes bpb comparable). Both mixes get the same cleaned documents
+Offline pretraining mix benchmark: the same short pipeline on several offline mixes, side by side. For each
+mix (by default 'previous', the weights before the Wikipedia, news and country sources, then 'default' and
+'knowledge-heavy', see offline_text.MIXES), in a base dir of its own that shares the tokenizer and the package
+cache of your base dir (nothing is downloaded again, and the same tokenizer makes bpb comparable). Every mix gets the same cleaned documents
 (offline_text.FORMAT_VERSION): what is measured is the weights.
 
   1. build the offline shards of that mix        python -m nanochat.dataset --offline --mix MIX
@@ -12,10 +12,11 @@ downloaded again, and the same tokenizer makes bpb comparable). Both mixes get t
                                                  python -m scripts.base_loss --data offline | --data .../prose
   4. (--pipeline, on by default; skipped if scripts/mid_train.py or scripts/chat_sft.py is missing)
      python -m scripts.mid_train --time-budget X, python -m scripts.chat_sft --time-budget Y, and
-     python -m scripts.chat_eval -i sft -a ARC-Easy,ARC-Challenge,MMLU,SpellingBee --max-problems 200
+     python -m scripts.chat_eval -i sft -a Countries,Wiki,...,SpellingBee --max-problems 200 (the knowledge
+     evaluations first: what the mixes are meant to change)
 
 It prints one JSON line per mix ("MIX {...}": bpbs, sample, accuracies with standard errors, minutes per stage)
-and a last line comparing the second mix with the first ("COMPARISON {...}": differences, and for accuracies
+and a line comparing each later mix with the first ("COMPARISON {...}": differences, and for accuracies
 the difference over its standard error). It keeps both cores busy for most of an hour with the defaults (README.md
 has measured times): hold /tmp/bench.lock so two benchmarks never share the cores:
 
@@ -147,8 +148,8 @@ def compare(old: dict, new: dict) -> dict:
 def main(argv=None):
     p = argparse.ArgumentParser(description="Offline pretraining mixes side by side: bpb (all, prose) and chat_eval "
                                             "after the same short pipeline")
-    p.add_argument("--mixes", default="uniform,default", help=f"comma-separated mixes of {', '.join(MIXES)}; the "
-                                                              "comparison line is the last one against the first")
+    p.add_argument("--mixes", default="previous,default,knowledge-heavy", help=f"comma-separated mixes of {', '.join(MIXES)}; each "
+                                                              "later one is compared with the first")
     p.add_argument("--minutes", type=float, default=8, help="base_train --time-budget (minutes of training steps)")
     p.add_argument("--depth", type=int, default=4, help="base_train --depth")
     p.add_argument("--split-tokens", type=int, default=262144, help="tokens per bpb evaluation (base_train's final "
@@ -157,7 +158,8 @@ def main(argv=None):
                    help="after pretraining: mid_train, chat_sft and chat_eval (--no-pipeline: stop at bpb)")
     p.add_argument("--mid-minutes", type=float, default=4, help="mid_train --time-budget")
     p.add_argument("--sft-minutes", type=float, default=3, help="chat_sft --time-budget")
-    p.add_argument("--tasks", default="ARC-Easy,ARC-Challenge,MMLU,SpellingBee", help="chat_eval -a")
+    p.add_argument("--tasks", default="Countries,Wiki,Countries-trained,Wiki-trained,ARC-Easy,MMLU,SpellingBee",
+                   help="chat_eval -a")
     p.add_argument("--max-problems", type=int, default=200, help="chat_eval --max-problems (per task)")
     p.add_argument("--workdir", default="", help="folder for the per-mix base dirs (default: a temp dir)")
     p.add_argument("--keep", action="store_true", help="keep the work dir (checkpoints, shards, logs) at the end")
@@ -184,8 +186,8 @@ def main(argv=None):
         raise
     if not args.keep:
         shutil.rmtree(root, ignore_errors=True)
-    if len(results) > 1:
-        print("COMPARISON " + json.dumps(compare(results[0], results[-1])), flush=True)
+    for later in results[1:]:
+        print("COMPARISON " + json.dumps(compare(results[0], later)), flush=True)
     return results
 
 

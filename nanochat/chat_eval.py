@@ -13,13 +13,13 @@ training script checking itself every so often:
     run_generative(engine, task, num_samples=1)              # -> TaskResult of one generative task
 
 How each kind is scored:
-- categorical (ARC-Easy, ARC-Challenge, MMLU): the prompt is the chat up to <|assistant_start|>. Prompts go through
-  the model in batches (sorted by length, right-padded: attention is causal, so padding never reaches a prompt's
-  last real position). At that position only the logits of the question's own letters are compared, and the
+- categorical (ARC-Easy, ARC-Challenge, MMLU, Wiki): the prompt is the chat up to <|assistant_start|>. Prompts go
+  through the model in batches (sorted by length, right-padded: attention is causal, so padding never reaches a
+  prompt's last real position). At that position only the logits of the question's own letters are compared, and the
   highest one is the answer. Random baseline: 1 / number of letters, averaged over the questions.
-- generative (GSM8K, HumanEval, SpellingBee): the engine samples a reply (calculator tool calls are run as in chat)
-  and task.evaluate(conversation, reply) checks it. With num_samples k a problem passes if any of its k samples
-  passes (pass@k). Random baseline: 0.
+- generative (GSM8K, HumanEval, SpellingBee, Countries): the engine samples a reply (calculator tool calls are run
+  as in chat) and task.evaluate(conversation, reply) checks it. With num_samples k a problem passes if any of its k
+  samples passes (pass@k). Random baseline: 0.
 Each accuracy a on n problems has the binomial standard error sqrt(a (1 - a) / n); centred = (a - b) / (1 - b).
 A max_problems cap keeps a fixed seeded subset (core_eval.item_indices, as CORE's --max-per-task): the same problems
 in every run, and not the first N (MMLU is sorted by subject).
@@ -75,9 +75,21 @@ def _arithmetic(large_numbers: bool = False):
                               scale=LARGE_NUMBERS_SCALE if large_numbers else 1)
 
 
+def _countries(trained: bool = False):
+    from tasks.knowledge import CountryFacts
+    return CountryFacts(CountryFacts.eval_split, trained=trained)
+
+
+def _wiki(trained: bool = False):
+    from tasks.knowledge import WikiChoice
+    return WikiChoice(WikiChoice.eval_split, trained=trained)
+
+
 # Every task, each built on its evaluated split (tasks are imported only when used: MMLU takes seconds). ChatCORE
 # averages the first six, as public nanochat's; Arithmetic (generated word problems with the calculator, as mid/SFT
-# train on) and Arithmetic-x3 (the same with numbers up to 3x larger, what chat_rl trains on) are reported beside it.
+# train on) and Arithmetic-x3 (the same with numbers up to 3x larger, what chat_rl trains on) are reported beside it,
+# and so is knowledge (tasks/knowledge.py): Countries and Wiki ask about countries and Wikipedia articles held out of
+# mid/SFT's knowledge data, Countries-trained and Wiki-trained about trained-on ones (what is memorised).
 TASKS = {
     "ARC-Easy": lambda: _arc("ARC-Easy"),
     "ARC-Challenge": lambda: _arc("ARC-Challenge"),
@@ -87,6 +99,10 @@ TASKS = {
     "SpellingBee": _spelling_bee,
     "Arithmetic": _arithmetic,
     "Arithmetic-x3": lambda: _arithmetic(large_numbers=True),
+    "Countries": _countries,
+    "Countries-trained": lambda: _countries(trained=True),
+    "Wiki": _wiki,
+    "Wiki-trained": lambda: _wiki(trained=True),
 }
 CHATCORE_TASKS = ["ARC-Easy", "ARC-Challenge", "MMLU", "GSM8K", "HumanEval", "SpellingBee"]
 
@@ -177,7 +193,7 @@ class TaskResult:
     def line(self) -> str:
         pass_at_1 = ("   pass@1 {:.4f} ± {:.4f}".format(*self.sample_accuracy)
                      if self.num_samples > 1 and self.n else "")
-        return (f"{self.name:<14} {self.metric} {self.accuracy:.4f} ± {self.stderr:.4f}{pass_at_1}   centred "
+        return (f"{self.name:<17} {self.metric} {self.accuracy:.4f} ± {self.stderr:.4f}{pass_at_1}   centred "
                 f"{self.centred:+.4f} ± {self.centred_stderr:.4f}   baseline {self.baseline:.3f}   n {self.n}   "
                 f"{self.seconds:.1f} s" + (f"   ({self.truncated} prompts cut to fit the context)"
                                            if self.truncated else "")

@@ -73,6 +73,9 @@ def add_chat_stage_args(p, source: str, init_lr_frac: float, compile_default: st
     g.add_argument("--resume", default="", help="resume this stage from 'latest' or a step number")
     g.add_argument("--mixture-scale", type=cli.positive_float, default=1.0,
                    help="multiply every source's number of examples (capped by what a source has)")
+    g.add_argument("--sharegpt", type=cli.nonneg_int, default=0,
+                   help="add N ShareGPT conversations to the training mixture (opt-in: that data states no "
+                        "license; 0 = none)")
     g.add_argument("--run", default="dummy", help="wandb run name ('dummy' = no wandb)")
     g = p.add_argument_group("system")
     g.add_argument("--compile", default=compile_default, choices=["auto", "on", "off"],

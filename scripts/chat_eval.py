@@ -2,7 +2,9 @@
 Evaluate a chat model on ARC-Easy, ARC-Challenge, MMLU (multiple choice), GSM8K, HumanEval and SpellingBee
 (generated answers), and report ChatCORE, the mean centred accuracy over those run; Arithmetic (generated word
 problems with the calculator, as mid/SFT train on) and Arithmetic-x3 (their numbers up to 3x larger, chat_rl's task)
-are scored beside them.
+are scored beside them, and so is knowledge: Countries (capital, continent and language of countries no training
+conversation asks about, answered from what pretraining read), Wiki (which of four descriptions fits a held-out
+Wikipedia article), and both again on trained-on items (Countries-trained, Wiki-trained: memorised).
 
     python -m scripts.chat_eval -i sft                              # every task, every problem
     python -m scripts.chat_eval -i sft -a ARC-Easy,MMLU --max-problems 200

@@ -12,7 +12,9 @@ Every GPU of one machine: torchrun --standalone --nproc_per_node=8 -m scripts.ch
 
 The mixture: ARC multiple choice (training splits; offline their validation splits), arithmetic word problems with
 the calculator (and GSM8K's training split when the hub has it), SpellingBee and SpellWord, identity
-conversations and general conversations (SmolTalk / offline ChitChat). None of it is a split chat_eval scores.
+conversations, general conversations (SmolTalk / offline ChitChat) and knowledge questions (tasks/knowledge.py:
+Wikipedia, countries and news; left out with a note when their package is unavailable). None of it is a split
+chat_eval scores. --sharegpt N adds N ShareGPT conversations (opt-in: that data states no license).
 Checkpoints: <base>/chatsft_checkpoints/<model tag>/ (the loop is nanochat/train.py's; nanochat/finetune.py wires it).
 """
 
@@ -23,13 +25,14 @@ from tasks.arithmetic import ArithmeticProblems
 from tasks.common import TaskMixture, spread
 from tasks.gsm8k import GSM8K
 from tasks.identity import IdentityConversations
+from tasks.knowledge import CountryQuestions, NewsQuestions, WikiQuestions, add_sharegpt, available_tasks
 from tasks.smoltalk import SmolTalk
 from tasks.spellingbee import SpellingBee, SpellWord
 
-# Examples per source at --mixture-scale 1: about 6k conversations. Other seeds than mid-training's for the
+# Examples per source at --mixture-scale 1: about 8k conversations. Other seeds than mid-training's for the
 # generated tasks, so SFT sees new problems.
 SIZES = {"conversations": 1500, "spelling_bee": 800, "spell_word": 300, "identity": 300, "arithmetic": 2000,
-         "val_conversations": 300}
+         "wiki": 1500, "countries": 800, "news": 100, "val_conversations": 300}
 SEED_OFFSET = 1000
 
 
@@ -56,6 +59,9 @@ def mixtures(scale: float, seed: int) -> tuple[TaskMixture, TaskMixture]:
         train.append(GSM8K("train"))
     except ValueError as e:          # offline: no GSM8K training split; the arithmetic problems stand in
         print(f"note: {e}")
+    train += available_tasks([lambda: WikiQuestions(size=n["wiki"], seed=gen_seed),
+                              lambda: CountryQuestions(size=n["countries"], seed=gen_seed),
+                              lambda: NewsQuestions(size=n["news"], seed=gen_seed)])
     val = [spread(SmolTalk("test"), n["val_conversations"]),
            IdentityConversations(size=100, seed=gen_seed, split="validation")]
     return TaskMixture(train, seed=seed), TaskMixture(val, seed=seed)
@@ -64,6 +70,7 @@ def mixtures(scale: float, seed: int) -> tuple[TaskMixture, TaskMixture]:
 def main(argv=None):
     args = parse_args(argv)
     train, val = mixtures(args.mixture_scale, args.seed)
+    train = add_sharegpt(train, args.sharegpt, args.seed + SEED_OFFSET)
     eval_tasks = chat_eval_tasks(args.chat_eval_tasks) if args.chat_eval_every > 0 else None
     return run_chat_stage(args, "sft", train, val, packed=False, supervise="assistant",
                           rows_per_step=args.examples_per_step, warmdown_ratio=1.0, eval_tasks=eval_tasks)

@@ -188,10 +188,33 @@ def readme(facts: dict, title: str | None, int8: bool) -> str:
     if numbers:
         lines += ["", "From the training run's report:", "", "| metric | value |", "|---|---|"]
         lines += [f"| {name} | {value} |" for name, value in numbers]
+    lines += data_card(records)
     lines += ["", "How it was made: `bash train_cpu.sh --full` (tokenizer, pretraining, mid-training, SFT, RL on 2 CPU "
               "cores), then `python -m scripts.make_space`. Packaged on "
               f"{datetime.date.today().isoformat()}.", ""]
     return "\n".join(lines)
+
+
+def data_card(records: dict) -> list[str]:
+    """The model card's data section: the pretraining sources with their licenses (the mix the report's data
+    stage recorded), and what the chat stages trained on."""
+    from nanochat.offline_text import OFFLINE_SOURCES, mix_weights
+    settings = records.get("data", {}).get("settings", {})
+    lines = ["", "## Training data", ""]
+    if settings.get("source") == "offline":
+        weights = mix_weights(settings.get("mix") or "default")
+        lines += [f"Pretraining: text from registry packages (offline mix `{settings.get('mix') or 'default'}`):", ""]
+        lines += [f"- {s.name} ({s.registry} `{s.package}`{' ' + s.version if s.version else ''}): {s.license}"
+                  for s in OFFLINE_SOURCES if weights.get(s.name, 0) > 0]
+    elif settings.get("source") == "hub":
+        lines.append("Pretraining: FineWeb-EDU (`karpathy/fineweb-edu-100b-shuffle`), ODC-By 1.0.")
+    else:
+        lines.append("Pretraining: the text given to base_train with --data (not recorded in the report).")
+    lines += ["", "Chat stages: questions and answers built from the Wikipedia lead sections (CC BY-SA 4.0) and the "
+              "country facts above, BBC News stories (released for research), conversations (SmolTalk, Apache-2.0, or "
+              "offline chitchat-dataset, MIT), ARC and MMLU (training or validation splits; never the test "
+              "splits that are scored), and generated spelling, arithmetic and identity conversations."]
+    return lines
 
 
 def key_numbers(records: dict, source: str) -> list[tuple[str, str]]:

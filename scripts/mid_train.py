@@ -12,7 +12,9 @@ Every GPU of one machine: torchrun --standalone --nproc_per_node=8 -m scripts.mi
 The mixture (sizes at --mixture-scale 1; hub data when the hub answers, registry packages offline):
 conversations (SmolTalk / offline ChitChat), ARC and MMLU multiple choice on their training splits (offline: their
 validation/dev splits; test is what chat_eval scores), SpellingBee and SpellWord, identity conversations,
-arithmetic word problems with calculator calls, and GSM8K's training split when the hub has it.
+arithmetic word problems with calculator calls, GSM8K's training split when the hub has it, and knowledge questions
+(tasks/knowledge.py: Wikipedia, countries and news; left out with a note when their package is unavailable).
+--sharegpt N adds N ShareGPT conversations (opt-in: that data states no license).
 Checkpoints: <base>/mid_checkpoints/<model tag>/ (the loop is nanochat/train.py's; nanochat/finetune.py wires it).
 """
 
@@ -24,13 +26,15 @@ from tasks.arithmetic import ArithmeticProblems
 from tasks.common import TaskMixture, spread
 from tasks.gsm8k import GSM8K
 from tasks.identity import IdentityConversations
+from tasks.knowledge import CountryQuestions, NewsQuestions, WikiQuestions, add_sharegpt, available_tasks
 from tasks.mmlu import MMLU
 from tasks.smoltalk import SmolTalk
 from tasks.spellingbee import SpellingBee, SpellWord
 
-# Examples per source at --mixture-scale 1: about 20k conversations, ~3M tokens.
+# Examples per source at --mixture-scale 1: about 30k conversations, ~4M tokens.
 SIZES = {"conversations": 8000, "mmlu": 2000, "spelling_bee": 4000, "spell_word": 1000, "identity": 1000,
-         "arithmetic": 8000, "val_conversations": 500, "val_identity": 100}
+         "arithmetic": 8000, "wiki": 6000, "countries": 3000, "news": 500, "val_conversations": 500,
+         "val_identity": 100}
 
 
 def parse_args(argv=None):
@@ -56,6 +60,9 @@ def mixtures(scale: float, seed: int) -> tuple[TaskMixture, TaskMixture]:
         train.append(GSM8K("train"))
     except ValueError as e:          # offline: no GSM8K training split; the arithmetic problems stand in
         print(f"note: {e}")
+    train += available_tasks([lambda: WikiQuestions(size=n["wiki"], seed=seed),
+                              lambda: CountryQuestions(size=n["countries"], seed=seed),
+                              lambda: NewsQuestions(size=n["news"], seed=seed)])
     val = [spread(SmolTalk("test"), n["val_conversations"]),
            IdentityConversations(size=n["val_identity"], seed=seed, split="validation")]
     return TaskMixture(train, seed=seed), TaskMixture(val, seed=seed)
@@ -64,6 +71,7 @@ def mixtures(scale: float, seed: int) -> tuple[TaskMixture, TaskMixture]:
 def main(argv=None):
     args = parse_args(argv)
     train, val = mixtures(args.mixture_scale, args.seed)
+    train = add_sharegpt(train, args.sharegpt, args.seed)
     eval_tasks = chat_eval_tasks(args.chat_eval_tasks) if args.chat_eval_every > 0 else None
 
     def rows_per_step(T: int) -> int:

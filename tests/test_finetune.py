@@ -107,9 +107,9 @@ def test_no_training_mixture_holds_an_evaluated_split(monkeypatch):
                 return 10
         return Recorded
 
-    import tasks.arc, tasks.arithmetic, tasks.gsm8k, tasks.humaneval, tasks.mmlu, tasks.spellingbee
-    for module in (mid_train, chat_sft, tasks.arc, tasks.arithmetic, tasks.gsm8k, tasks.humaneval, tasks.mmlu,
-                   tasks.spellingbee):
+    import tasks.arc, tasks.arithmetic, tasks.gsm8k, tasks.humaneval, tasks.knowledge, tasks.mmlu, tasks.spellingbee
+    for module in (mid_train, chat_sft, tasks.arc, tasks.arithmetic, tasks.gsm8k, tasks.humaneval, tasks.knowledge,
+                   tasks.mmlu, tasks.spellingbee):
         for attr, value in list(vars(module).items()):
             if isinstance(value, type) and issubclass(value, Task) and value not in (Task, TaskMixture):
                 monkeypatch.setattr(module, attr, recorder(value))
@@ -117,7 +117,7 @@ def test_no_training_mixture_holds_an_evaluated_split(monkeypatch):
         build()
     evaluated = set(built)
     assert {task for task, _ in evaluated} == {"ARC", "MMLU", "GSM8K", "HumanEval", "SpellingBee",
-                                               "ArithmeticProblems"}
+                                               "ArithmeticProblems", "CountryFacts", "WikiChoice"}
     for script in (mid_train, chat_sft):
         built.clear()
         script.mixtures(1.0, 42)

