@@ -165,7 +165,7 @@ def check_sandbox(allow_weak: bool | None = None) -> SandboxCheck:
     allow_weak = weak_sandbox_allowed() if allow_weak is None else allow_weak
     usable = _usable_layers()
     why = available_layers()
-    missing = {name: why[name] or _lost_because(name, usable) for name in required_layers() if name not in usable}
+    missing = {name: why[name] or _lost_because(name) for name in required_layers() if name not in usable}
     if missing and (not allow_weak or any(name in missing for name in NEVER_WAIVED)):
         lines = [f"the sandbox will not run untrusted code on this machine: "
                  f"{'as root ' if os.geteuid() == 0 else ''}it needs the layers {', '.join(required_layers())}, "
@@ -190,10 +190,11 @@ def _usable_layers(skip_layers: tuple[str, ...] = ()) -> list[str]:
     return layers
 
 
-def _lost_because(name: str, usable: list[str]) -> str:
+def _lost_because(name: str) -> str:
+    """Why uid or nproc is off when the layer it rests on is (mount for a closed interpreter dir, uid for root)."""
     if name == "uid":
         return f"the interpreter is under {_closed_dirs()[0]}, closed to other users, and the mount layer is off"
-    return "root is exempt from RLIMIT_NPROC and the uid layer is off"
+    return "root is exempt from RLIMIT_NPROC and uid is off"
 
 
 @functools.lru_cache(maxsize=None)
@@ -208,10 +209,10 @@ def available_layers() -> dict[str, str]:
     if os.geteuid() != 0:
         why["uid"] = "caller is not root: the program runs as the caller"
     elif closed and why["mount"]:
-        why["uid"] = f"the interpreter is under {closed[0]}, closed to other users, and the mount layer is off"
+        why["uid"] = _lost_because("uid")
     else:
         why["uid"] = _probe(["uid", "mount"] if closed else ["uid"])
-    why["nproc"] = "" if os.geteuid() != 0 or not why["uid"] else "root is exempt from RLIMIT_NPROC and uid is off"
+    why["nproc"] = "" if os.geteuid() != 0 or not why["uid"] else _lost_because("nproc")
     return {name: why[name] for name in OPTIONAL_LAYERS}
 
 
